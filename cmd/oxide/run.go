@@ -1,0 +1,213 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/oxide-ci/oxide/internal/environment/host"
+	"github.com/oxide-ci/oxide/internal/local"
+	"github.com/oxide-ci/oxide/internal/pipeline"
+	"github.com/oxide-ci/oxide/internal/plan"
+	"github.com/oxide-ci/oxide/internal/report"
+	"github.com/oxide-ci/oxide/internal/runner"
+)
+
+// defaultPipeline is where a project keeps its pipeline.
+const defaultPipeline = ".oxide-ci/pipeline.yaml"
+
+type runFlags struct {
+	local       bool
+	parallel    int
+	branch      string
+	event       string
+	sha         string
+	ref         string
+	vars        []string
+	secrets     []string
+	secretsFile string
+	timeout     time.Duration
+	environment string
+	output      string
+	workspace   string
+	grace       time.Duration
+}
+
+func newRunCmd() *cobra.Command {
+	var f runFlags
+	cmd := &cobra.Command{
+		Use:   "run [FILE]",
+		Short: "Run a pipeline on this machine (default " + defaultPipeline + ")",
+		Long: `Run a pipeline on this machine, with no server: independent stages run
+concurrently, steps in a fresh shell in the workspace, secrets masked in all
+output. Exit status: 0 success, 1 failure, 2 invalid pipeline or usage,
+130 interrupted.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			file := defaultPipeline
+			if len(args) == 1 {
+				file = args[0]
+			}
+			return runLocal(file, &f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.BoolVar(&f.local, "local", false, "run on this machine even when a server is configured")
+	fl.IntVar(&f.parallel, "parallel", 0, "stage instances to run at once (default the CPU count)")
+	fl.StringVar(&f.branch, "branch", "", "branch the run builds (default the checkout's)")
+	fl.StringVar(&f.event, "event", "push", "event that triggered the run: push, pull_request, cron, manual, api, webhook")
+	fl.StringVar(&f.sha, "sha", "", "commit the run builds (default the checkout's HEAD)")
+	fl.StringVar(&f.ref, "ref", "", "git ref (default refs/heads/BRANCH)")
+	fl.StringArrayVar(&f.vars, "var", nil, "set a variable, `K=V` (repeatable)")
+	fl.StringArrayVar(&f.secrets, "secret", nil, "provide a secret, `NAME=VALUE` (repeatable); masked in all output")
+	fl.StringVar(&f.secretsFile, "secrets-file", "", "read secrets from a dotenv `FILE`")
+	fl.DurationVar(&f.timeout, "timeout", 0, "override the pipeline's timeout (e.g. 10m)")
+	fl.StringVar(&f.environment, "environment", "", "force every stage into this environment: host")
+	fl.StringVarP(&f.output, "output", "o", "text", "output format: text or json (newline-delimited events)")
+	fl.StringVar(&f.workspace, "workspace", "", "directory the steps run in (default the current directory)")
+	fl.DurationVar(&f.grace, "grace", 10*time.Second, "time a cancelled step gets between SIGTERM and SIGKILL")
+	return cmd
+}
+
+func runLocal(file string, f *runFlags) error {
+	if f.output != "text" && f.output != "json" {
+		return usageError("--output must be text or json, not %q", f.output)
+	}
+	if f.environment != "" && f.environment != "host" {
+		return usageError("--environment can only force host here, not %q", f.environment)
+	}
+	vars, err := parseAssignments("--var", f.vars)
+	if err != nil {
+		return err
+	}
+	secrets, err := parseAssignments("--secret", f.secrets)
+	if err != nil {
+		return err
+	}
+	if f.secretsFile != "" {
+		if err := readDotenv(f.secretsFile, secrets); err != nil {
+			return &exitError{code: exitUsage, err: err}
+		}
+	}
+	p, err := pipeline.Load(file)
+	if err != nil {
+		return invalid(err)
+	}
+	g, err := plan.Build(p)
+	if err != nil {
+		return &exitError{code: exitUsage, err: fmt.Errorf("%s: %w", file, err)}
+	}
+	var notes []string
+	if missing := local.Unsupported(p, g); len(missing) > 0 {
+		if f.environment != "host" {
+			return &exitError{code: exitFailure, err: fmt.Errorf("this runner cannot provide what the pipeline asks for:\n  %s\nrerun with --environment host to run these stages' steps on this machine",
+				strings.Join(missing, "\n  "))}
+		}
+		notes = append(notes, fmt.Sprintf("--environment host: running %d stage instance(s) on this machine instead of the environment they ask for", len(missing)))
+	}
+	ws := f.workspace
+	if ws == "" {
+		ws, _ = os.Getwd()
+	}
+	if ws, err = filepath.Abs(ws); err != nil {
+		return &exitError{code: exitUsage, err: err}
+	}
+	git := detectGit(ws)
+	overrideGit(&git, f)
+
+	var rep local.Reporter
+	if f.output == "json" {
+		rep = report.NewJSON(os.Stdout)
+	} else {
+		t := report.NewText(os.Stdout, useColor())
+		t.Notes = notes
+		rep = t
+	}
+
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	interrupts := make(chan os.Signal, 2)
+	signal.Notify(interrupts, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-interrupts
+		fmt.Fprintln(os.Stderr, "oxide: interrupted, cancelling the run (again to stop at once)")
+		cancel(local.ErrInterrupted)
+		<-interrupts
+		os.Exit(exitInterrupted)
+	}()
+
+	r := local.Execute(ctx, newID(), p, g, local.Options{
+		Workspace: ws,
+		Parallel:  f.parallel,
+		Git:       git,
+		Variables: vars,
+		Secrets:   secrets,
+		LookupEnv: os.LookupEnv,
+		Timeout:   f.timeout,
+		HostOnly:  f.environment == "host",
+		NewEnvironment: func(*plan.Node) runner.Environment {
+			return host.New(host.Options{Grace: f.grace})
+		},
+	}, rep)
+	switch {
+	case r.Status == runner.StatusSuccess:
+		return nil
+	case errors.Is(context.Cause(ctx), local.ErrInterrupted):
+		return &exitError{code: exitInterrupted}
+	}
+	return &exitError{code: exitFailure}
+}
+
+func usageError(format string, args ...any) error {
+	return &exitError{code: exitUsage, err: fmt.Errorf(format, args...)}
+}
+
+// invalid reports an invalid pipeline: its positioned messages, then exit 2.
+func invalid(err error) error {
+	var list pipeline.ErrorList
+	if errors.As(err, &list) {
+		fmt.Fprintln(os.Stderr, err)
+		return &exitError{code: exitUsage}
+	}
+	return &exitError{code: exitUsage, err: err}
+}
+
+// parseAssignments parses K=V arguments of flag.
+func parseAssignments(flag string, args []string) (map[string]string, error) {
+	m := make(map[string]string, len(args))
+	for _, a := range args {
+		k, v, ok := strings.Cut(a, "=")
+		if !ok || k == "" {
+			return nil, usageError("%s wants NAME=VALUE, got %q", flag, a)
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+// useColor reports whether stdout is a terminal and NO_COLOR is unset.
+func useColor() bool {
+	if _, ok := os.LookupEnv("NO_COLOR"); ok {
+		return false
+	}
+	fi, err := os.Stdout.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// newID returns a random UUID (version 4).
+func newID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}

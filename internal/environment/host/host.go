@@ -1,0 +1,241 @@
+// Package host is the Environment that runs steps directly on this machine,
+// each step's shell in a process group of its own, so that cancellation
+// reaches every process the step started.
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/oxide-ci/oxide/internal/runner"
+)
+
+// DefaultGrace is the time between SIGTERM and SIGKILL when Options.Grace
+// is zero.
+const DefaultGrace = 10 * time.Second
+
+// ErrUnknownShell is returned by Exec for a shell the host cannot run.
+var ErrUnknownShell = errors.New("unknown shell")
+
+// ErrNotPrepared is returned by Exec before Prepare or after Cleanup.
+var ErrNotPrepared = errors.New("host environment is not prepared")
+
+// Options configure an Env.
+type Options struct {
+	// Grace is how long a cancelled step's process group gets between
+	// SIGTERM and SIGKILL. Zero means DefaultGrace.
+	Grace time.Duration
+	// TempDir is where Prepare makes the job's temporary directory.
+	// Empty means os.TempDir().
+	TempDir string
+}
+
+// Env runs a job's steps on this machine. Prepare makes a per-job
+// temporary directory for step scripts; Cleanup kills what the steps left
+// running in the background and removes the directory. Exec may be called
+// concurrently.
+type Env struct {
+	grace   time.Duration
+	tempDir string
+
+	dir     string   // per-job directory, set by Prepare
+	devNull *os.File // stdin of every step
+	seq     atomic.Uint64
+
+	mu     sync.Mutex
+	groups []int // process groups still alive when their step's shell exited
+}
+
+var _ runner.Environment = (*Env)(nil)
+
+// New returns an Env; call Prepare before Exec.
+func New(opts Options) *Env {
+	if opts.Grace <= 0 {
+		opts.Grace = DefaultGrace
+	}
+	return &Env{grace: opts.Grace, tempDir: opts.TempDir}
+}
+
+// Prepare makes the job's temporary directory.
+func (e *Env) Prepare(ctx context.Context) error {
+	dir, err := os.MkdirTemp(e.tempDir, "oxide-job-")
+	if err != nil {
+		return fmt.Errorf("host: prepare: %w", err)
+	}
+	devNull, err := os.Open(os.DevNull)
+	if err != nil {
+		os.RemoveAll(dir)
+		return fmt.Errorf("host: prepare: %w", err)
+	}
+	e.dir, e.devNull = dir, devNull
+	return nil
+}
+
+// ScratchDir is the job's temporary directory; the runner keeps its
+// $OXIDE_OUTPUT files there.
+func (e *Env) ScratchDir() string { return e.dir }
+
+// Cleanup kills the process groups of steps that left processes running
+// (as a CI runner cleans up orphans at the end of a job) and removes the
+// job's temporary directory. It is safe to call when Prepare failed.
+func (e *Env) Cleanup(ctx context.Context) error {
+	e.mu.Lock()
+	groups := e.groups
+	e.groups = nil
+	e.mu.Unlock()
+	for _, pgid := range groups {
+		killGroup(pgid)
+	}
+	if e.devNull != nil {
+		e.devNull.Close()
+		e.devNull = nil
+	}
+	if e.dir == "" {
+		return nil
+	}
+	err := os.RemoveAll(e.dir)
+	e.dir = ""
+	if err != nil {
+		return fmt.Errorf("host: cleanup: %w", err)
+	}
+	return nil
+}
+
+// shells maps a step's shell to the program, its arguments before the
+// script path, and the script file's extension.
+var shells = map[string]struct {
+	prog string
+	args []string
+	ext  string
+}{
+	"":       {"bash", []string{"--noprofile", "--norc", "-e", "-o", "pipefail"}, ".sh"},
+	"bash":   {"bash", []string{"--noprofile", "--norc", "-e", "-o", "pipefail"}, ".sh"},
+	"sh":     {"sh", []string{"-e"}, ".sh"},
+	"python": {"python3", nil, ".py"},
+}
+
+// lookPath caches exec.LookPath per program: a PATH search per step is a
+// dozen stat calls that buy nothing.
+var lookPath sync.Map // program → func() (string, error)
+
+func resolve(prog string) (string, error) {
+	f, ok := lookPath.Load(prog)
+	if !ok {
+		f, _ = lookPath.LoadOrStore(prog, sync.OnceValues(func() (string, error) { return exec.LookPath(prog) }))
+	}
+	return f.(func() (string, error))()
+}
+
+// Exec runs cmd's script with its shell in a new process group, with
+// exactly cmd.Env as environment and stdin from /dev/null. When ctx is done
+// the whole group gets SIGTERM and, after the grace period, SIGKILL.
+//
+// The exit code is the shell's, or 128+signal when a signal killed it. err
+// is non-nil only when the step could not be started, or when ctx ended
+// it: then err is context.Cause(ctx), so that callers tell a timeout from a
+// cancellation.
+//
+// Pass *os.File pipes as cmd.Stdout and cmd.Stderr: the child then writes
+// into them directly, and Exec returns as soon as the shell has exited even
+// if a background process still holds them. Any other io.Writer is copied
+// by os/exec, and Exec waits up to the grace period for it.
+func (e *Env) Exec(ctx context.Context, cmd runner.Command) (int, error) {
+	if e.dir == "" {
+		return -1, ErrNotPrepared
+	}
+	sh, ok := shells[cmd.Shell]
+	if !ok {
+		return -1, fmt.Errorf("host: %w %q (want bash, sh or python)", ErrUnknownShell, cmd.Shell)
+	}
+	prog, err := resolve(sh.prog)
+	if err != nil {
+		return -1, fmt.Errorf("host: shell %s: %w", sh.prog, err)
+	}
+	script := filepath.Join(e.dir, "step-"+strconv.FormatUint(e.seq.Add(1), 10)+sh.ext)
+	if err := os.WriteFile(script, []byte(cmd.Script), 0o600); err != nil {
+		return -1, fmt.Errorf("host: write script: %w", err)
+	}
+	defer os.Remove(script)
+
+	args := make([]string, 0, len(sh.args)+1)
+	args = append(append(args, sh.args...), script)
+	c := exec.CommandContext(ctx, prog, args...)
+	c.Env = cmd.Env
+	if c.Env == nil {
+		c.Env = []string{} // nil would mean "inherit ours"
+	}
+	c.Dir = cmd.Dir
+	c.Stdin = e.devNull
+	c.Stdout = cmd.Stdout
+	c.Stderr = cmd.Stderr
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	c.WaitDelay = e.grace
+	var cancelled, reaped atomic.Bool
+	c.Cancel = func() error {
+		pid := c.Process.Pid
+		if err := syscall.Kill(-pid, syscall.SIGTERM); err != nil {
+			return os.ErrProcessDone
+		}
+		cancelled.Store(true)
+		// os/exec kills only the shell when WaitDelay expires; the whole
+		// group gets its SIGKILL here, also when the shell exited on
+		// SIGTERM but a child ignores it. While the shell is unreaped its
+		// pid still names our group.
+		time.AfterFunc(e.grace, func() {
+			if reaped.Load() {
+				killGroup(pid)
+			} else {
+				syscall.Kill(-pid, syscall.SIGKILL)
+			}
+		})
+		return nil
+	}
+
+	if err := c.Start(); err != nil {
+		return -1, fmt.Errorf("host: start %s: %w", sh.prog, err)
+	}
+	pid := c.Process.Pid
+	werr := c.Wait()
+	reaped.Store(true)
+
+	code := -1
+	if st := c.ProcessState; st != nil {
+		code = st.ExitCode()
+		if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			code = 128 + int(ws.Signal())
+		}
+	}
+	// Background processes of the step keep running until Cleanup (or
+	// until the pending SIGKILL of a cancelled group).
+	if syscall.Kill(-pid, 0) == nil {
+		e.mu.Lock()
+		e.groups = append(e.groups, pid)
+		e.mu.Unlock()
+	}
+	if cancelled.Load() && ctx.Err() != nil {
+		return code, context.Cause(ctx)
+	}
+	if code == -1 && werr != nil {
+		return code, fmt.Errorf("host: wait: %w", werr)
+	}
+	return code, nil
+}
+
+// killGroup sends SIGKILL to process group pgid, whose leader this package
+// has already reaped. While a group exists its id cannot be given to a new
+// process, so a live process with pid pgid means the group is gone and the
+// number reused: leave it alone.
+func killGroup(pgid int) {
+	if syscall.Kill(pgid, 0) == syscall.ESRCH {
+		syscall.Kill(-pgid, syscall.SIGKILL)
+	}
+}

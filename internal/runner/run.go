@@ -1,0 +1,650 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/oxide-ci/oxide/internal/expr"
+	"github.com/oxide-ci/oxide/internal/pipeline"
+)
+
+// baseEnvNames are the variables of the runner's own environment that a
+// step inherits; everything else it gets from the job.
+var baseEnvNames = []string{"PATH", "HOME", "USER", "LANG", "LC_ALL", "TERM", "TMPDIR", "SHELL"}
+
+// Run runs job's steps in env and reports their progress to sink: it
+// prepares env, runs the steps in order (all at once when job.Parallel),
+// and cleans env up. Steps see each other's outputs as
+// steps.<id>.outputs.<key>; with job.Parallel they see only those of
+// earlier stages, from job.Values["steps"] (step id → map[string]any with
+// "outputs"), and their conditions see the job's status as it was at the
+// start.
+//
+// Cancelling ctx cancels the running steps (StatusCancelled) and skips the
+// rest; Job.Timeout ends the job the same way with ErrJobTimeout as the
+// cause (StatusTimeout).
+func Run(ctx context.Context, env Environment, job *Job, sink Sink) JobResult {
+	res := JobResult{Status: StatusSuccess, Steps: make([]StepResult, len(job.Steps))}
+	if job.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, job.Timeout, ErrJobTimeout)
+		defer cancel()
+	}
+	r := &jobRun{job: job, env: env, sink: sink}
+
+	if err := env.Prepare(ctx); err != nil {
+		env.Cleanup(context.WithoutCancel(ctx))
+		res.Status = StatusFailure
+		res.Err = fmt.Errorf("prepare environment: %w", err)
+		for i := range res.Steps {
+			res.Steps[i] = StepResult{Status: StatusSkipped, Err: res.Err}
+		}
+		return res
+	}
+	if sd, ok := env.(ScratchDirer); ok {
+		r.scratch = sd.ScratchDir()
+	}
+	if r.scratch == "" {
+		dir, err := os.MkdirTemp("", "oxide-run-")
+		if err != nil {
+			env.Cleanup(context.WithoutCancel(ctx))
+			res.Status = StatusFailure
+			res.Err = fmt.Errorf("runner: %w", err)
+			return res
+		}
+		r.scratch = dir
+		defer os.RemoveAll(dir)
+	}
+	r.init()
+
+	// condStatus is what success() and failure() see; res.Status is this
+	// job's own outcome.
+	condStatus := rank(job.Status)
+	if job.Parallel {
+		var wg sync.WaitGroup
+		for i := range job.Steps {
+			wg.Go(func() { res.Steps[i], _ = r.runStep(ctx, i, condStatus) })
+		}
+		wg.Wait()
+		for i, sr := range res.Steps {
+			r.record(job.Steps[i], sr)
+			res.Status = worse(res.Status, r.counts(job.Steps[i], sr))
+		}
+	} else {
+		for i, step := range job.Steps {
+			sr, counted := r.runStep(ctx, i, condStatus)
+			res.Steps[i] = sr
+			r.record(step, sr)
+			res.Status = worse(res.Status, counted)
+			condStatus = worse(condStatus, counted)
+		}
+	}
+	// A job cut short by its context ends as its cause says, whatever
+	// its steps managed before.
+	if ctx.Err() != nil {
+		for _, sr := range res.Steps {
+			if sr.Status == StatusCancelled || sr.Status == StatusTimeout && !errors.Is(sr.Err, ErrStepTimeout) {
+				res.Status = worse(res.Status, ctxStatus(context.Cause(ctx)))
+				break
+			}
+		}
+	}
+	res.Outputs = r.outputs
+
+	if err := env.Cleanup(context.WithoutCancel(ctx)); err != nil {
+		res.Err = fmt.Errorf("cleanup environment: %w", err)
+	}
+	r.stopLeftovers()
+	return res
+}
+
+// jobRun is the state of one Run.
+type jobRun struct {
+	job     *Job
+	env     Environment
+	sink    Sink
+	scratch string // directory of the $OXIDE_OUTPUT files
+	masker  *Masker
+	baseEnv []string       // inherited base, CI, OXIDE, job.Extra
+	secrets map[string]any // secrets context: name → value
+	// steps is the steps context: earlier stages' entries, then this
+	// job's. It is written only between sequential steps.
+	steps   map[string]any
+	outputs map[string]map[string]string
+
+	mu        sync.Mutex
+	leftovers []*lineReader // streams still held open by background processes
+	stopped   bool
+	leftWG    sync.WaitGroup
+}
+
+func (r *jobRun) init() {
+	job := r.job
+	var masked []string
+	r.secrets = make(map[string]any, len(job.Secrets))
+	for _, s := range job.Secrets {
+		r.secrets[s.Name] = s.Value
+		if s.Masked {
+			masked = append(masked, s.Value)
+		}
+	}
+	r.masker = NewMasker(masked)
+
+	r.baseEnv = make([]string, 0, len(baseEnvNames)+2+len(job.Extra))
+	for _, name := range baseEnvNames {
+		if v, ok := os.LookupEnv(name); ok {
+			r.baseEnv = append(r.baseEnv, name+"="+v)
+		}
+	}
+	r.baseEnv = append(r.baseEnv, "CI=true", "OXIDE=true")
+	r.baseEnv = append(r.baseEnv, job.Extra...)
+
+	r.steps = make(map[string]any)
+	if prev, ok := job.Values["steps"].(map[string]any); ok {
+		for k, v := range prev {
+			r.steps[k] = v
+		}
+	}
+	r.outputs = make(map[string]map[string]string)
+}
+
+// rank orders statuses from good to bad; worse keeps the worse of two.
+func rank(s Status) Status {
+	switch s {
+	case StatusFailure, StatusTimeout, StatusCancelled:
+		return s
+	}
+	return StatusSuccess
+}
+
+var severity = map[Status]int{StatusSuccess: 0, StatusFailure: 1, StatusTimeout: 2, StatusCancelled: 3}
+
+func worse(a, b Status) Status {
+	if severity[rank(b)] > severity[rank(a)] {
+		return rank(b)
+	}
+	return rank(a)
+}
+
+// ctxStatus is the status of something ended by a context with cause.
+func ctxStatus(cause error) Status {
+	if errors.Is(cause, ErrStepTimeout) || errors.Is(cause, ErrJobTimeout) || errors.Is(cause, context.DeadlineExceeded) {
+		return StatusTimeout
+	}
+	return StatusCancelled
+}
+
+func exprStatus(s Status) expr.Status {
+	switch s {
+	case StatusFailure, StatusTimeout:
+		return expr.StatusFailure
+	case StatusCancelled:
+		return expr.StatusCancelled
+	}
+	return expr.StatusSuccess
+}
+
+// stepID is the name of a step in the steps context.
+func stepID(s *pipeline.Step) string {
+	if s.ID != "" {
+		return s.ID
+	}
+	return s.Name
+}
+
+// record adds a finished step to the steps context and the job's outputs.
+func (r *jobRun) record(step *pipeline.Step, sr StepResult) {
+	id := stepID(step)
+	if id == "" {
+		return
+	}
+	outputs := sr.Outputs
+	if outputs == nil {
+		outputs = map[string]string{}
+	} else {
+		r.outputs[id] = sr.Outputs
+	}
+	conclusion := sr.Status
+	if r.counts(step, sr) == StatusSuccess {
+		conclusion = StatusSuccess
+	}
+	if sr.Status == StatusSkipped {
+		conclusion = StatusSkipped
+	}
+	r.steps[id] = map[string]any{
+		"outputs":    outputs,
+		"outcome":    string(sr.Status),
+		"conclusion": string(conclusion),
+	}
+}
+
+// counts is what a finished step contributes to the job's status:
+// continue_on_error turns its failure or timeout into success.
+func (r *jobRun) counts(step *pipeline.Step, sr StepResult) Status {
+	if sr.Status == StatusSkipped {
+		return StatusSuccess
+	}
+	if (sr.Status == StatusFailure || sr.Status == StatusTimeout) && sr.ContinueOnError {
+		return StatusSuccess
+	}
+	return rank(sr.Status)
+}
+
+// runStep runs step i with all its attempts and reports it to the sink. It
+// returns the step's result and what the result counts for the job.
+func (r *jobRun) runStep(ctx context.Context, i int, condStatus Status) (StepResult, Status) {
+	step := r.job.Steps[i]
+	info := StepInfo{Job: r.job, Index: i, Step: step, Attempt: 1}
+	if ctx.Err() != nil {
+		sr := StepResult{Status: StatusCancelled, Err: context.Cause(ctx)}
+		r.sink.StepCompleted(info, sr)
+		return sr, StatusSuccess
+	}
+
+	ec, vars, varErr := r.exprContext(step, condStatus)
+	run, err := shouldRun(step.Condition, ec)
+	if err == nil && !run.ok {
+		sr := StepResult{Status: StatusSkipped, Err: run.why}
+		r.sink.StepCompleted(info, sr)
+		return sr, StatusSuccess
+	}
+
+	var sr StepResult
+	switch {
+	case err != nil:
+		sr = r.failEarly(info, err)
+	case step.Plugin != "":
+		sr = r.failEarly(info, fmt.Errorf("%w (plugin %q)", ErrPluginUnavailable, step.Plugin))
+	case varErr != nil:
+		sr = r.failEarly(info, varErr)
+	default:
+		sr = r.execStep(ctx, info, ec, vars)
+	}
+	if sr.Status == StatusFailure || sr.Status == StatusTimeout && errors.Is(sr.Err, ErrStepTimeout) {
+		coe, err := continueOnError(step.ContinueOnError, ec)
+		if err != nil {
+			r.say(info, fmt.Sprintf("continue_on_error: %v", err))
+		}
+		sr.ContinueOnError = coe
+	}
+	r.sink.StepCompleted(info, sr)
+	return sr, r.counts(step, sr)
+}
+
+// failEarly reports a step that fails before its command could start.
+func (r *jobRun) failEarly(info StepInfo, err error) StepResult {
+	r.sink.StepStarted(info)
+	r.say(info, "error: "+err.Error())
+	return StepResult{Status: StatusFailure, ExitCode: -1, Attempts: 1, Err: err}
+}
+
+// say prints a message of the runner among the step's stderr lines.
+func (r *jobRun) say(info StepInfo, msg string) {
+	var lines [][]byte
+	for line := range strings.Lines(msg) {
+		lines = append(lines, r.masker.Mask([]byte(strings.TrimRight(line, "\r\n"))))
+	}
+	if len(lines) > 0 {
+		r.sink.StepLines(info, Stderr, lines)
+	}
+}
+
+// exprContext builds what the step's expressions see, interpolating the
+// job's and then the step's variables in order (each sees those before
+// it). It returns the variables as interpolated, and the first
+// interpolation error, which matters only if the step runs.
+func (r *jobRun) exprContext(step *pipeline.Step, condStatus Status) (*expr.Context, [][2]string, error) {
+	job := r.job
+	nvars := len(job.Variables) + len(step.Variables)
+	values := make(map[string]any, len(job.Values)+nvars+3)
+	varsCtx := make(map[string]any, nvars)
+	for k, v := range job.Values {
+		values[k] = v
+	}
+	values["steps"] = r.steps
+	values["secrets"] = r.secrets
+	values["variables"] = varsCtx
+	reserved := func(name string) bool {
+		_, ok := job.Values[name]
+		return ok || name == "steps" || name == "secrets" || name == "variables"
+	}
+	ec := &expr.Context{Values: values, Status: exprStatus(condStatus), Dir: job.Workspace}
+
+	var firstErr error
+	vars := make([][2]string, 0, nvars)
+	for _, list := range []pipeline.Vars{job.Variables, step.Variables} {
+		for _, v := range list {
+			val, err := expr.Interpolate(v.Value, ec)
+			if err != nil && firstErr == nil {
+				firstErr = fmt.Errorf("variable %s: %w", v.Name, err)
+			}
+			vars = append(vars, [2]string{v.Name, val})
+			varsCtx[v.Name] = val
+			if !reserved(v.Name) {
+				values[v.Name] = val
+			}
+		}
+	}
+	return ec, vars, firstErr
+}
+
+// verdict says whether a step runs and, if not, why.
+type verdict struct {
+	ok  bool
+	why error
+}
+
+// shouldRun evaluates a step's condition: If (empty means success()) and
+// Unless, which must be falsy for the step to run and carries no implicit
+// success().
+func shouldRun(c *pipeline.Condition, ec *expr.Context) (verdict, error) {
+	var ifSrc, unless string
+	if c != nil {
+		ifSrc, unless = c.If, c.Unless
+	}
+	ok, err := expr.Condition(ifSrc, ec)
+	if err != nil {
+		return verdict{}, fmt.Errorf("if: %w", err)
+	}
+	if !ok {
+		if strings.TrimSpace(ifSrc) == "" {
+			return verdict{why: fmt.Errorf("%w: success() (an earlier step did not succeed)", ErrConditionFalse)}, nil
+		}
+		return verdict{why: fmt.Errorf("%w: if: %s", ErrConditionFalse, ifSrc)}, nil
+	}
+	if strings.TrimSpace(unless) == "" {
+		return verdict{ok: true}, nil
+	}
+	var skip bool
+	if inner, ok := unwrap(unless); ok {
+		skip, err = expr.Condition("always() && ("+inner+")", ec)
+	} else {
+		// Text with several ${{ }} parts: its interpolation decides.
+		var s string
+		s, err = expr.Interpolate(unless, ec)
+		skip = truthyText(s)
+	}
+	if err != nil {
+		return verdict{}, fmt.Errorf("unless: %w", err)
+	}
+	if skip {
+		return verdict{why: fmt.Errorf("%w: unless: %s is true", ErrConditionFalse, unless)}, nil
+	}
+	return verdict{ok: true}, nil
+}
+
+// unwrap returns the expression inside "${{ … }}", or src itself when it
+// has no ${{ }}. ok is false for text with ${{ }} parts and more.
+func unwrap(src string) (string, bool) {
+	s := strings.TrimSpace(src)
+	if !strings.Contains(s, "${{") {
+		return s, true
+	}
+	if strings.HasPrefix(s, "${{") && strings.HasSuffix(s, "}}") && strings.Count(s, "${{") == 1 {
+		return s[3 : len(s)-2], true
+	}
+	return "", false
+}
+
+// truthyText reads an interpolated flag: "", "false" and "0" are false,
+// any other text true.
+func truthyText(s string) bool {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "", "false", "0", "null":
+		return false
+	}
+	return true
+}
+
+// continueOnError evaluates a step's continue_on_error: "true", "false" or
+// an expression that interpolates to one of them.
+func continueOnError(src string, ec *expr.Context) (bool, error) {
+	switch strings.TrimSpace(src) {
+	case "", "false":
+		return false, nil
+	case "true":
+		return true, nil
+	}
+	s, err := expr.Interpolate(src, ec)
+	if err != nil {
+		return false, err
+	}
+	return truthyText(s), nil
+}
+
+// execStep interpolates the step's command and runs its attempts.
+func (r *jobRun) execStep(ctx context.Context, info StepInfo, ec *expr.Context, vars [][2]string) StepResult {
+	step := info.Step
+	script, err := expr.Interpolate(step.Run, ec)
+	if err != nil {
+		return r.failEarly(info, fmt.Errorf("run: %w", err))
+	}
+	wd, err := expr.Interpolate(step.WorkingDir, ec)
+	if err != nil {
+		return r.failEarly(info, fmt.Errorf("working_directory: %w", err))
+	}
+	dir := r.job.Workspace
+	if wd != "" {
+		if filepath.IsAbs(wd) {
+			dir = wd
+		} else {
+			dir = filepath.Join(r.job.Workspace, wd)
+		}
+	}
+	cmd := Command{Script: script, Shell: step.Shell, Dir: dir, Env: r.stepEnv(vars)}
+
+	maxAttempts, delay := 1, time.Duration(0)
+	if rt := step.Retry; rt != nil && rt.MaxAttempts > 1 {
+		maxAttempts, delay = rt.MaxAttempts, rt.Delay
+	}
+	var sr StepResult
+	for attempt := 1; ; attempt++ {
+		info.Attempt = attempt
+		sr = r.attempt(ctx, info, cmd)
+		sr.Attempts = attempt
+		if sr.Status == StatusSuccess || attempt >= maxAttempts || ctx.Err() != nil || !retries(step.Retry, sr.Status) {
+			return sr
+		}
+		r.say(info, fmt.Sprintf("retrying in %s (attempt %d/%d)", delay, attempt+1, maxAttempts))
+		if !sleep(ctx, delay) {
+			return sr
+		}
+		if step.Retry.ExponentialBackoff {
+			delay *= 2
+		}
+	}
+}
+
+// retries reports whether an attempt that ended with s is tried again.
+func retries(rt *pipeline.Retry, s Status) bool {
+	if len(rt.RetryOn) == 0 {
+		return s == StatusFailure
+	}
+	for _, on := range rt.RetryOn {
+		if Status(on) == s {
+			return true
+		}
+	}
+	return false
+}
+
+// sleep waits d or until ctx is done; it reports whether d elapsed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// stepEnv is the complete environment of a step's process, without
+// OXIDE_OUTPUT: inherited base, CI, OXIDE, job.Extra, variables, secrets;
+// a later entry replaces an earlier one of the same name in place.
+func (r *jobRun) stepEnv(vars [][2]string) []string {
+	env := make([]string, 0, len(r.baseEnv)+len(vars)+len(r.job.Secrets)+1)
+	index := make(map[string]int, cap(env))
+	add := func(name, kv string) {
+		if name == "OXIDE_OUTPUT" {
+			return
+		}
+		if i, ok := index[name]; ok {
+			env[i] = kv
+			return
+		}
+		index[name] = len(env)
+		env = append(env, kv)
+	}
+	for _, kv := range r.baseEnv {
+		name, _, _ := strings.Cut(kv, "=")
+		add(name, kv)
+	}
+	for _, v := range vars {
+		add(v[0], v[0]+"="+v[1])
+	}
+	for _, s := range r.job.Secrets {
+		add(s.Name, s.Name+"="+s.Value)
+	}
+	return env
+}
+
+// attempt runs one attempt of a step: its process, its output streams and
+// its $OXIDE_OUTPUT file.
+func (r *jobRun) attempt(ctx context.Context, info StepInfo, cmd Command) StepResult {
+	if t := info.Step.Timeout; t > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, t, ErrStepTimeout)
+		defer cancel()
+	}
+	outPath := filepath.Join(r.scratch, "output-"+strconv.Itoa(info.Index)+"-"+strconv.Itoa(info.Attempt))
+	cmd.Env = append(cmd.Env[:len(cmd.Env):len(cmd.Env)], "OXIDE_OUTPUT="+outPath)
+
+	r.sink.StepStarted(info)
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return r.infraFailure(info, err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return r.infraFailure(info, err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	stdout := r.newLineReader(outR, info, Stdout, &wg)
+	stderr := r.newLineReader(errR, info, Stderr, &wg)
+	go stdout.run()
+	go stderr.run()
+
+	cmd.Stdout, cmd.Stderr = outW, errW
+	start := time.Now()
+	code, err := r.env.Exec(ctx, cmd)
+	dur := time.Since(start)
+	outW.Close()
+	errW.Close()
+	stdout.drain()
+	stderr.drain()
+	wg.Wait()
+
+	sr := StepResult{ExitCode: code, Duration: dur}
+	switch {
+	case err == nil && code == 0:
+		sr.Status = StatusSuccess
+	case err == nil:
+		sr.Status = StatusFailure
+	case ctx.Err() != nil:
+		sr.Status, sr.Err = ctxStatus(context.Cause(ctx)), context.Cause(ctx)
+	default:
+		sr.Status, sr.Err = StatusFailure, err
+		r.say(info, "error: "+err.Error())
+	}
+	if sr.Status == StatusTimeout && errors.Is(sr.Err, ErrStepTimeout) {
+		r.say(info, fmt.Sprintf("step timed out after %s", info.Step.Timeout))
+	}
+
+	data, err := os.ReadFile(outPath)
+	switch {
+	case err == nil:
+		outputs, problems := parseOutputs(data)
+		for _, p := range problems {
+			r.say(info, "OXIDE_OUTPUT: "+p)
+		}
+		sr.Outputs = outputs
+	case !errors.Is(err, os.ErrNotExist):
+		r.say(info, "OXIDE_OUTPUT: "+err.Error())
+	}
+	return sr
+}
+
+func (r *jobRun) infraFailure(info StepInfo, err error) StepResult {
+	err = fmt.Errorf("runner: %w", err)
+	r.say(info, "error: "+err.Error())
+	return StepResult{Status: StatusFailure, ExitCode: -1, Err: err}
+}
+
+// parseOutputs reads an $OXIDE_OUTPUT file: key=value lines, and
+// key<<DELIMITER … DELIMITER for values of several lines (as GitHub
+// Actions' GITHUB_OUTPUT). It returns the outputs (nil when there are
+// none) and a message per line it could not read.
+func parseOutputs(data []byte) (map[string]string, []string) {
+	var out map[string]string
+	var problems []string
+	set := func(k, v string) {
+		if out == nil {
+			out = make(map[string]string)
+		}
+		out[k] = v
+	}
+	lines := strings.Split(string(data), "\n")
+	for i := 0; i < len(lines); i++ {
+		line := strings.TrimSuffix(lines[i], "\r")
+		if line == "" {
+			continue
+		}
+		eq, hd := strings.IndexByte(line, '='), strings.Index(line, "<<")
+		if hd > 0 && (eq < 0 || hd < eq) {
+			key, delim := line[:hd], line[hd+2:]
+			if delim == "" {
+				problems = append(problems, fmt.Sprintf("line %d: %q has an empty delimiter", i+1, line))
+				continue
+			}
+			var value []string
+			start, closed := i+1, false
+			for i++; i < len(lines); i++ {
+				l := strings.TrimSuffix(lines[i], "\r")
+				if l == delim {
+					closed = true
+					break
+				}
+				value = append(value, l)
+			}
+			if !closed {
+				problems = append(problems, fmt.Sprintf("line %d: no line %q ends the value of %q", start, delim, key))
+				if n := len(value); n > 0 && value[n-1] == "" {
+					value = value[:n-1] // the file's final newline
+				}
+			}
+			set(key, strings.Join(value, "\n"))
+			continue
+		}
+		if eq <= 0 {
+			problems = append(problems, fmt.Sprintf("line %d: want key=value or key<<DELIMITER, got %q", i+1, line))
+			continue
+		}
+		set(line[:eq], line[eq+1:])
+	}
+	return out, problems
+}
