@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"math"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,18 +33,28 @@ var (
 )
 
 var (
-	triggerTypes     = []string{"push", "pull_request", "cron", "manual", "api", "webhook"}
-	environmentTypes = []string{"container", "firecracker", "nix", "host"}
-	stepShells       = []string{"bash", "sh", "python", "powershell", "pwsh"}
-	secretProviders  = []string{"oxide", "vault", "aws_ssm", "aws_secrets_manager", "gcp_secret_manager",
+	triggerTypes      = []string{"push", "pull_request", "cron", "manual", "api", "webhook"}
+	triggerShorthands = append(slices.Clip(triggerTypes), "schedule")
+	environmentTypes  = []string{"container", "firecracker", "nix", "host"}
+	stepShells        = []string{"bash", "sh", "python", "powershell", "pwsh"}
+	secretProviders   = []string{"oxide", "vault", "aws_ssm", "aws_secrets_manager", "gcp_secret_manager",
 		"azure_keyvault", "environment"}
 )
 
 // maxTimeout bounds every timeout, so that none overflows a Duration.
 const maxTimeout = 35 * 24 * time.Hour
 
-// stepID is what a step id must look like to be referenced as steps.<id>.
-var stepID = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]*$`)
+// validID reports whether id can be referenced as steps.<id>: a letter or
+// '_', then letters, digits, '_' and '-'.
+func validID(id string) bool {
+	for i, c := range id {
+		letter := 'a' <= c|0x20 && c|0x20 <= 'z' || c == '_'
+		if !letter && (i == 0 || c != '-' && (c < '0' || c > '9')) {
+			return false
+		}
+	}
+	return id != ""
+}
 
 func (d *decoder) pipeline(n ast.Node) *Pipeline {
 	o := d.object(n, "pipeline", "pipeline", pipelineKeys)
@@ -114,7 +123,7 @@ func (d *decoder) trigger(n ast.Node) (Trigger, bool) {
 			if t.Type = d.triggerType(f.key, f.pos); t.Type == "" {
 				return t, false
 			}
-			if s, ok := d.scalarText(f.value); ok && t.Type == TriggerCron {
+			if s, ok := scalarText(f.value); ok && t.Type == TriggerCron {
 				t.Cron = s
 				d.checkCron(&t, f.value)
 				return t, true
@@ -167,7 +176,7 @@ func (d *decoder) triggerType(name string, p Pos) TriggerType {
 		return TriggerCron
 	}
 	if !slices.Contains(triggerTypes, name) {
-		d.errorf(p, "unknown trigger type %q%s", name, didYouMean(name, append(triggerTypes, "schedule")))
+		d.errorf(p, "unknown trigger type %q%s", name, didYouMean(name, triggerShorthands))
 		return ""
 	}
 	return TriggerType(name)
@@ -211,7 +220,7 @@ func (d *decoder) stageDef(n ast.Node) *Stage {
 			items = d.list(f.value, f.key)
 		}
 		for _, item := range items {
-			name, ok := d.scalarText(item)
+			name, ok := scalarText(item)
 			if !ok {
 				d.typeError(item, f.key, "a stage name")
 				continue
@@ -281,7 +290,7 @@ func (d *decoder) step(n ast.Node) *Step {
 	}
 	st.ID = st.Name
 	if v, ok := o.get("id"); ok {
-		if st.ID = d.str(v, "id"); !stepID.MatchString(st.ID) {
+		if st.ID = d.str(v, "id"); !validID(st.ID) {
 			d.errorf(pos(v), "invalid step id %q: use letters, digits, '_' and '-', starting with a letter or '_'", st.ID)
 		}
 	}
@@ -332,19 +341,23 @@ func (d *decoder) step(n ast.Node) *Step {
 
 // condition decodes a plain string (If) or {if, unless}.
 func (d *decoder) condition(n ast.Node) *Condition {
+	expression := func(n ast.Node, key string) string {
+		s := d.str(n, key)
+		d.addText(n, s, true)
+		return s
+	}
 	c := &Condition{Pos: pos(n)}
 	switch n.(type) {
 	case *ast.MappingNode, *ast.MappingValueNode:
 		o := d.object(n, "condition", "condition", []string{"if", "unless"})
-		for key, dst := range map[string]*string{"if": &c.If, "unless": &c.Unless} {
-			if v, ok := o.get(key); ok {
-				*dst = d.str(v, key)
-				d.addText(v, *dst, true)
-			}
+		if v, ok := o.get("if"); ok {
+			c.If = expression(v, "if")
+		}
+		if v, ok := o.get("unless"); ok {
+			c.Unless = expression(v, "unless")
 		}
 	default:
-		c.If = d.str(n, "condition")
-		d.addText(n, c.If, true)
+		c.If = expression(n, "condition")
 	}
 	return c
 }
@@ -361,7 +374,7 @@ func (o *object) vars() Vars {
 		var s string
 		if !isNull(kv.value) {
 			var ok bool
-			if s, ok = o.d.scalarText(kv.value); !ok {
+			if s, ok = scalarText(kv.value); !ok {
 				o.d.errorf(pos(kv.value), "variable %q: expected a string, number or boolean, got %s", kv.key, kind(kv.value))
 				continue
 			}
@@ -383,7 +396,7 @@ func (o *object) timeout(def time.Duration) time.Duration {
 	if f.key == "timeout_minutes" {
 		unit = time.Minute
 	}
-	switch x, _ := o.d.scalar(f.value); x := x.(type) {
+	switch x, _ := scalar(f.value); x := x.(type) {
 	case int:
 		if x < 1 || x > int(maxTimeout/unit) {
 			o.d.errorf(pos(f.value), "%s must be between 1 and %d, got %d", f.key, maxTimeout/unit, x)
@@ -571,7 +584,7 @@ func (d *decoder) dimension(m *Matrix, f field, direct bool) {
 
 // matrixValue decodes a matrix value, which must be a scalar.
 func (d *decoder) matrixValue(n ast.Node, key string) any {
-	x, ok := d.scalar(n)
+	x, ok := scalar(n)
 	if !ok {
 		d.errorf(pos(n), "matrix value %q: expected a string, number or boolean, got %s", key, kind(n))
 	}

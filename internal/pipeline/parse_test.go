@@ -483,6 +483,36 @@ t.yaml:6:5: unknown key "shel" in step; did you mean "shell"?
 t.yaml:15:18: steps.s is ambiguous: stages "a", "b" each have a step with id "s"; give the steps distinct ids
 t.yaml:16:14: undefined alias *undefined`,
 	}, {
+		name: "keys of other CI systems",
+		src: `version: "1"
+name: t
+stages:
+  - name: a
+    needs: []
+    depends_on: []
+    steps:
+      - name: s
+        id: 2nd-step
+        if: success()
+        run: x
+`,
+		want: `t.yaml:5:5: "needs" is an alias of "depends_on"; give only one of them
+t.yaml:9:13: invalid step id "2nd-step": use letters, digits, '_' and '-', starting with a letter or '_'
+t.yaml:10:9: unknown key "if" in step; did you mean "condition"?`,
+	}, {
+		name: "alias bomb",
+		src: `a: &a [x, x, x, x, x, x, x, x, x, x]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]
+g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]
+h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g, *g]
+i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h, *h]
+`,
+		want: `t.yaml:1:1: the document is too large once its aliases are expanded`,
+	}, {
 		name: "empty",
 		src:  "# nothing\n",
 		want: `t.yaml:1:1: the pipeline definition is empty`,

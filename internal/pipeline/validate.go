@@ -278,7 +278,7 @@ func offsetPos(n ast.Node, s string, off int) Pos {
 		}
 		p.Col += utf8.RuneCountInString(s[:off])
 	case *ast.LiteralNode:
-		if !strings.HasPrefix(v.Start.Value, "|") || v.Value == nil {
+		if !strings.HasPrefix(v.Start.Value, "|") || v.Value == nil || v.Value.Token == nil {
 			return p
 		}
 		origin := v.Value.Token.Origin

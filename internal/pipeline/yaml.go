@@ -103,7 +103,7 @@ func tokenValue(n ast.Node) string {
 }
 
 // resolve looks through anchors, aliases and tags to the node that holds
-// the value. A !!str tag makes a string of any scalar.
+// the value. A !!str tag makes a string of a number or boolean.
 func (d *decoder) resolve(n ast.Node) ast.Node {
 	for {
 		switch v := n.(type) {
@@ -114,8 +114,11 @@ func (d *decoder) resolve(n ast.Node) ast.Node {
 		case *ast.MappingKeyNode:
 			n = v.Value
 		case *ast.TagNode:
-			if _, ok := v.Value.(ast.ScalarNode); ok && v.Start.Value == "!!str" && v.Value.GetToken() != nil {
-				return ast.String(v.Value.GetToken())
+			switch v.Value.(type) {
+			case *ast.BoolNode, *ast.IntegerNode, *ast.FloatNode, *ast.InfinityNode, *ast.NanNode:
+				if v.Start.Value == "!!str" {
+					return ast.String(v.Value.GetToken())
+				}
 			}
 			n = v.Value
 		default:
@@ -138,8 +141,6 @@ func pos(n ast.Node) Pos {
 		}
 	case *ast.MappingValueNode:
 		return pos(v.Key)
-	case *ast.LiteralNode:
-		n = v // its token is the | or > indicator
 	}
 	if n == nil || n.GetToken() == nil || n.GetToken().Position == nil {
 		return Pos{}
@@ -191,19 +192,20 @@ func (d *decoder) fields(n ast.Node, key string) ([]field, bool) {
 		d.typeError(n, key, "a mapping")
 		return nil, false
 	}
+	keys := make([]string, len(pairs))
 	explicit := make(map[string]bool)
-	for _, mv := range pairs {
+	for i, mv := range pairs {
 		if !mv.Key.IsMergeKey() {
-			explicit[d.keyName(mv.Key)] = true
+			keys[i] = d.keyName(mv.Key)
+			explicit[keys[i]] = true
 		}
 	}
 	var out []field
 	seen := make(map[string]bool)
-	for _, mv := range pairs {
+	for i, mv := range pairs {
 		if !mv.Key.IsMergeKey() {
-			k := d.keyName(mv.Key)
-			out = append(out, field{key: k, pos: pos(mv.Key), value: d.resolve(mv.Value)})
-			seen[k] = true
+			out = append(out, field{key: keys[i], pos: pos(mv.Key), value: d.resolve(mv.Value)})
+			seen[keys[i]] = true
 			continue
 		}
 		for _, src := range d.mergeSources(mv.Value) {
@@ -235,7 +237,7 @@ func (d *decoder) mergeSources(n ast.Node) []ast.Node {
 
 func (d *decoder) keyName(k ast.Node) string {
 	n := d.resolve(k)
-	if s, ok := d.scalarText(n); ok {
+	if s, ok := scalarText(n); ok {
 		return s
 	}
 	d.errorf(pos(n), "a key must be a string, got %s", kind(n))
@@ -244,7 +246,7 @@ func (d *decoder) keyName(k ast.Node) string {
 
 // scalarText returns the text of a scalar: a string's value, or how a
 // number or boolean is written.
-func (d *decoder) scalarText(n ast.Node) (string, bool) {
+func scalarText(n ast.Node) (string, bool) {
 	switch v := n.(type) {
 	case *ast.StringNode:
 		return v.Value, true
@@ -260,7 +262,7 @@ func (d *decoder) scalarText(n ast.Node) (string, bool) {
 }
 
 // scalar returns a scalar as a string, int, float64 or bool.
-func (d *decoder) scalar(n ast.Node) (any, bool) {
+func scalar(n ast.Node) (any, bool) {
 	switch v := n.(type) {
 	case *ast.BoolNode:
 		return v.Value, true
@@ -281,7 +283,7 @@ func (d *decoder) scalar(n ast.Node) (any, bool) {
 	case *ast.NanNode:
 		return math.NaN(), true
 	}
-	return d.scalarText(n)
+	return scalarText(n)
 }
 
 // value decodes any value into nil, a scalar, []any or map[string]any,
@@ -304,7 +306,7 @@ func (d *decoder) value(n ast.Node) any {
 		}
 		return m
 	}
-	x, _ := d.scalar(n)
+	x, _ := scalar(n)
 	if s, ok := x.(string); ok {
 		d.addText(n, s, false)
 	}
@@ -457,7 +459,7 @@ func (d *decoder) boolean(n ast.Node, key string, def bool) bool {
 }
 
 func (d *decoder) str(n ast.Node, key string) string {
-	s, ok := d.scalarText(n)
+	s, ok := scalarText(n)
 	if !ok {
 		d.typeError(n, key, "a string")
 	}
@@ -488,7 +490,7 @@ func (d *decoder) enum(n ast.Node, key string, values []string) string {
 }
 
 func (d *decoder) integer(n ast.Node, key string, def, lo, hi int) int {
-	x, _ := d.scalar(n)
+	x, _ := scalar(n)
 	i, ok := x.(int)
 	switch {
 	case !ok:
