@@ -1,7 +1,10 @@
 package local
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -59,34 +62,50 @@ func (e *execution) job(n *plan.Node) (*runner.Job, error) {
 }
 
 // secrets resolves the secret references of s and its steps, then adds the
-// command line's secrets by name. Every value is masked unless its reference
-// says masked: false.
+// command line's other secrets by name. A step's own secrets reach only
+// that step. Every value is masked unless its reference says masked: false;
+// the command line's always are.
 func (e *execution) secrets(s *pipeline.Stage) ([]runner.Secret, error) {
-	refs := slices.Clone(s.Secrets)
+	type scoped struct {
+		ref  pipeline.SecretRef
+		step string
+	}
+	var refs []scoped
+	for _, ref := range s.Secrets {
+		refs = append(refs, scoped{ref, ""})
+	}
 	for _, st := range s.Steps {
-		refs = append(refs, st.Secrets...)
+		for _, ref := range st.Secrets {
+			refs = append(refs, scoped{ref, st.ID})
+		}
 	}
 	var out []runner.Secret
 	seen := map[string]bool{}
-	var missing []string
-	for _, ref := range refs {
-		v, ok := e.lookupSecret(ref)
-		if !ok {
-			if ref.Required {
-				missing = append(missing, describe(ref))
+	var problems []string
+	for _, r := range refs {
+		v, ok, err := e.lookupSecret(r.ref)
+		switch {
+		case err != nil:
+			problems = append(problems, err.Error())
+			continue
+		case !ok:
+			if r.ref.Required {
+				problems = append(problems, "missing required secret "+describe(r.ref))
 			}
 			continue
 		}
-		out = append(out, runner.Secret{Name: ref.Name, Value: v, Masked: ref.Masked})
-		seen[ref.Name] = true
+		out = append(out, runner.Secret{Name: r.ref.Name, Value: v, Masked: r.ref.Masked, Step: r.step})
+		seen[r.ref.Name], seen[r.ref.Path] = true, true
 	}
-	if len(missing) > 0 {
-		return nil, fmt.Errorf("missing required secret %s", strings.Join(missing, ", "))
+	if len(problems) > 0 {
+		return nil, errors.New(strings.Join(problems, "; "))
 	}
 	for _, k := range sortedKeys(e.opts.Secrets) {
-		if !seen[k] {
-			out = append(out, runner.Secret{Name: k, Value: e.opts.Secrets[k], Masked: true})
+		name := k
+		if seen[k] || !envName.MatchString(k) {
+			name = "" // consumed by a reference, or no variable name: mask only
 		}
+		out = append(out, runner.Secret{Name: name, Value: e.opts.Secrets[k], Masked: true})
 	}
 	return out, nil
 }
@@ -94,8 +113,29 @@ func (e *execution) secrets(s *pipeline.Stage) ([]runner.Secret, error) {
 // lookupSecret finds a reference's value: a secret given on the command line
 // under its path or its name, else, for the environment provider, the
 // process environment variable named by its path or name; an empty
-// variable counts as unset.
-func (e *execution) lookupSecret(ref pipeline.SecretRef) (string, bool) {
+// variable counts as unset. With a key, the value is a JSON object and the
+// secret is that key's value.
+func (e *execution) lookupSecret(ref pipeline.SecretRef) (string, bool, error) {
+	v, ok := e.rawSecret(ref)
+	if !ok || ref.Key == "" {
+		return v, ok, nil
+	}
+	var fields map[string]any
+	if err := json.Unmarshal([]byte(v), &fields); err != nil {
+		return "", false, fmt.Errorf("secret %s has key %q but its value is not a JSON object", ref.Name, ref.Key)
+	}
+	f, ok := fields[ref.Key]
+	if !ok {
+		return "", false, fmt.Errorf("secret %s: its JSON object has no key %q", ref.Name, ref.Key)
+	}
+	if s, isString := f.(string); isString {
+		return s, true, nil
+	}
+	b, _ := json.Marshal(f)
+	return string(b), true, nil
+}
+
+func (e *execution) rawSecret(ref pipeline.SecretRef) (string, bool) {
 	for _, k := range []string{ref.Path, ref.Name} {
 		if v, ok := e.opts.Secrets[k]; ok && k != "" {
 			return v, true
@@ -111,8 +151,14 @@ func (e *execution) lookupSecret(ref pipeline.SecretRef) (string, bool) {
 	return "", false
 }
 
+// envName matches what can be an environment variable's name.
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
 func describe(ref pipeline.SecretRef) string {
 	d := fmt.Sprintf("%s (provider %s", ref.Name, ref.Provider)
+	if ref.Key != "" {
+		d += ", key " + ref.Key
+	}
 	if ref.Path != "" {
 		d += ", path " + ref.Path
 	}

@@ -189,9 +189,11 @@ func (e *execution) loop(ctx context.Context, parallel int) {
 			runningOf[n.Source.Name]++
 			jctx, cancel := context.WithCancelCause(ctx)
 			cancels[n] = cancel
-			e.run.Stages[n.Index] = &StageResult{Status: runner.StatusRunning, Started: time.Now()}
+			started := time.Now()
+			e.run.Stages[n.Index] = &StageResult{Status: runner.StatusRunning, Started: started}
 			e.rep.StageStarted(e.run, n)
-			go func() { e.done <- done{n, e.execute(jctx, n)} }()
+			job, err := e.job(n) // built here: it reads the results of other stages
+			go func() { e.done <- done{n, e.execute(jctx, n, job, err, started)} }()
 		}
 		if running == 0 {
 			if remaining > 0 { // unreachable for a validated, acyclic graph
@@ -292,13 +294,13 @@ func (e *execution) finish(n *plan.Node, res *StageResult) {
 	e.rep.StageCompleted(e.run, n)
 }
 
-// execute runs one stage instance as a job, with the stage's retry.
-func (e *execution) execute(ctx context.Context, n *plan.Node) *StageResult {
-	res := e.run.Stages[n.Index]
-	job, err := e.job(n)
-	if err != nil {
-		res.Status, res.Reason = runner.StatusFailure, err.Error()
-		res.Duration = time.Since(res.Started)
+// execute runs one stage instance as a job, with the stage's retry. It
+// runs on its own goroutine and touches no shared state but the outputs.
+func (e *execution) execute(ctx context.Context, n *plan.Node, job *runner.Job, jobErr error, started time.Time) *StageResult {
+	res := &StageResult{Started: started}
+	defer func() { res.Duration = time.Since(started) }()
+	if jobErr != nil {
+		res.Status, res.Reason = runner.StatusFailure, jobErr.Error()
 		return res
 	}
 	env := e.opts.NewEnvironment(n)
@@ -308,10 +310,9 @@ func (e *execution) execute(ctx context.Context, n *plan.Node) *StageResult {
 	}
 	var jr runner.JobResult
 	for attempt := 1; ; attempt++ {
-		jr, err = runJob(ctx, env, job, e.rep)
-		if err != nil {
-			res.Status, res.Reason = runner.StatusFailure, err.Error()
-			res.Duration = time.Since(res.Started)
+		jr = runJob(ctx, env, job, e.rep)
+		if jr.Err != nil {
+			res.Status, res.Reason = runner.StatusFailure, jr.Err.Error()
 			return res
 		}
 		if jr.Status != runner.StatusFailure || attempt == attempts || ctx.Err() != nil {
@@ -338,18 +339,18 @@ func (e *execution) execute(ctx context.Context, n *plan.Node) *StageResult {
 	if jr.Status == runner.StatusCancelled && errors.Is(context.Cause(ctx), errFailFast) {
 		res.Reason = errFailFast.Error()
 	}
-	res.Duration = time.Since(res.Started)
 	return res
 }
 
-// runJob prepares the environment, runs the job and cleans up. Its error
-// is an infrastructure failure: the environment could not be prepared.
-func runJob(ctx context.Context, env runner.Environment, job *runner.Job, sink runner.Sink) (runner.JobResult, error) {
+// runJob prepares the environment, runs the job and cleans up. An
+// environment that cannot be prepared is an infrastructure failure, in
+// JobResult.Err.
+func runJob(ctx context.Context, env runner.Environment, job *runner.Job, sink runner.Sink) runner.JobResult {
 	defer env.Cleanup(context.WithoutCancel(ctx))
 	if err := env.Prepare(ctx); err != nil {
-		return runner.JobResult{}, fmt.Errorf("prepare environment: %w", err)
+		return runner.JobResult{Status: runner.StatusFailure, Err: fmt.Errorf("prepare environment: %w", err)}
 	}
-	return runner.Run(ctx, env, job, sink), nil
+	return runner.Run(ctx, env, job, sink)
 }
 
 func (e *execution) runStatus(ctx context.Context) runner.Status {

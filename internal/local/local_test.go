@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -269,5 +270,49 @@ stages:
 	}
 	if b, _ := os.ReadFile(filepath.Join(ws, "token")); string(b) != "v4lue" {
 		t.Errorf("the step saw TOKEN=%q, want the secret given by path", b)
+	}
+}
+
+func TestStepSecretsAndKeys(t *testing.T) {
+	t.Parallel()
+	r, ws := execute(t, t.Context(), `
+version: "1"
+name: scoped
+stages:
+  - name: a
+    steps:
+      - name: owner
+        secrets:
+          - name: KEY_ID
+            source: {provider: aws_secrets_manager, path: aws/staging}
+            key: access_key_id
+        run: printf '%s' "$KEY_ID" > owner
+      - name: other
+        run: printf '%s' "${KEY_ID:-unset}" > other; env > env
+`, local.Options{Secrets: map[string]string{"aws/staging": `{"access_key_id":"AKIA123","secret":"x"}`}})
+	if r.Status != runner.StatusSuccess {
+		t.Fatalf("run: %s (%s)", r.Status, r.Stages[0].Reason)
+	}
+	for file, want := range map[string]string{"owner": "AKIA123", "other": "unset"} {
+		if b, _ := os.ReadFile(filepath.Join(ws, file)); string(b) != want {
+			t.Errorf("%s saw %q, want %q", file, b, want)
+		}
+	}
+	if b, _ := os.ReadFile(filepath.Join(ws, "env")); strings.Contains(string(b), "aws/staging") {
+		t.Error("a secret given by path became an environment variable")
+	}
+	r, _ = execute(t, t.Context(), `
+version: "1"
+name: badkey
+stages:
+  - name: a
+    secrets:
+      - name: KEY_ID
+        source: {provider: oxide, path: aws/staging}
+        key: missing
+    steps: [{name: s, run: "true"}]
+`, local.Options{Secrets: map[string]string{"aws/staging": `{"access_key_id":"AKIA123"}`}})
+	if r.Status != runner.StatusFailure || !strings.Contains(r.Stages[0].Reason, `no key "missing"`) {
+		t.Errorf("missing key: %s %q", r.Status, r.Stages[0].Reason)
 	}
 }

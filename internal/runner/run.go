@@ -19,9 +19,9 @@ import (
 // step inherits; everything else it gets from the job.
 var baseEnvNames = []string{"PATH", "HOME", "USER", "LANG", "LC_ALL", "TERM", "TMPDIR", "SHELL"}
 
-// Run runs job's steps in env and reports their progress to sink: it
-// prepares env, runs the steps in order (all at once when job.Parallel),
-// and cleans env up. Steps see each other's outputs as
+// Run runs job's steps in env and reports their progress to sink: in
+// order, or all at once when job.Parallel. The caller has prepared env and
+// cleans it up after Run returns. Steps see each other's outputs as
 // steps.<id>.outputs.<key>; with job.Parallel they see only those of
 // earlier stages, from job.Values["steps"] (step id → map[string]any with
 // "outputs"), and their conditions see the job's status as it was at the
@@ -30,6 +30,12 @@ var baseEnvNames = []string{"PATH", "HOME", "USER", "LANG", "LC_ALL", "TERM", "T
 // Cancelling ctx cancels the running steps (StatusCancelled) and skips the
 // rest; Job.Timeout ends the job the same way with ErrJobTimeout as the
 // cause (StatusTimeout).
+//
+// A step ends when its shell has exited and its output pipes are closed,
+// or, when something it started in the background keeps them open, when
+// they have been quiet for 100ms (at most 1s after the exit). What such
+// processes print later is discarded until Run returns; they run until the
+// Environment's Cleanup stops them, as a CI runner cleans up orphans.
 func Run(ctx context.Context, env Environment, job *Job, sink Sink) JobResult {
 	res := JobResult{Status: StatusSuccess, Steps: make([]StepResult, len(job.Steps))}
 	if job.Timeout > 0 {
@@ -38,26 +44,13 @@ func Run(ctx context.Context, env Environment, job *Job, sink Sink) JobResult {
 		defer cancel()
 	}
 	r := &jobRun{job: job, env: env, sink: sink}
-
-	if err := env.Prepare(ctx); err != nil {
-		env.Cleanup(context.WithoutCancel(ctx))
-		res.Status = StatusFailure
-		res.Err = fmt.Errorf("prepare environment: %w", err)
-		for i := range res.Steps {
-			res.Steps[i] = StepResult{Status: StatusSkipped, Err: res.Err}
-		}
-		return res
-	}
 	if sd, ok := env.(ScratchDirer); ok {
 		r.scratch = sd.ScratchDir()
 	}
 	if r.scratch == "" {
 		dir, err := os.MkdirTemp("", "oxide-run-")
 		if err != nil {
-			env.Cleanup(context.WithoutCancel(ctx))
-			res.Status = StatusFailure
-			res.Err = fmt.Errorf("runner: %w", err)
-			return res
+			return notRun(ctx, res, fmt.Errorf("runner: %w", err))
 		}
 		r.scratch = dir
 		defer os.RemoveAll(dir)
@@ -70,7 +63,7 @@ func Run(ctx context.Context, env Environment, job *Job, sink Sink) JobResult {
 	if job.Parallel {
 		var wg sync.WaitGroup
 		for i := range job.Steps {
-			wg.Go(func() { res.Steps[i], _ = r.runStep(ctx, i, condStatus) })
+			wg.Go(func() { res.Steps[i] = r.runStep(ctx, i, condStatus) })
 		}
 		wg.Wait()
 		for i, sr := range res.Steps {
@@ -79,11 +72,11 @@ func Run(ctx context.Context, env Environment, job *Job, sink Sink) JobResult {
 		}
 	} else {
 		for i, step := range job.Steps {
-			sr, counted := r.runStep(ctx, i, condStatus)
+			sr := r.runStep(ctx, i, condStatus)
 			res.Steps[i] = sr
 			r.record(step, sr)
-			res.Status = worse(res.Status, counted)
-			condStatus = worse(condStatus, counted)
+			res.Status = worse(res.Status, r.counts(step, sr))
+			condStatus = worse(condStatus, r.counts(step, sr))
 		}
 	}
 	// A job cut short by its context ends as its cause says, whatever
@@ -97,11 +90,20 @@ func Run(ctx context.Context, env Environment, job *Job, sink Sink) JobResult {
 		}
 	}
 	res.Outputs = r.outputs
-
-	if err := env.Cleanup(context.WithoutCancel(ctx)); err != nil {
-		res.Err = fmt.Errorf("cleanup environment: %w", err)
-	}
 	r.stopLeftovers()
+	return res
+}
+
+// notRun is the result of a job that could not start. No step ran, and the
+// Sink heard of none.
+func notRun(ctx context.Context, res JobResult, err error) JobResult {
+	res.Status, res.Err = StatusFailure, err
+	if ctx.Err() != nil {
+		res.Status = ctxStatus(context.Cause(ctx))
+	}
+	for i := range res.Steps {
+		res.Steps[i] = StepResult{Status: StatusSkipped, Err: err}
+	}
 	return res
 }
 
@@ -164,10 +166,20 @@ func rank(s Status) Status {
 	return StatusSuccess
 }
 
-var severity = map[Status]int{StatusSuccess: 0, StatusFailure: 1, StatusTimeout: 2, StatusCancelled: 3}
+func severity(s Status) int {
+	switch s {
+	case StatusFailure:
+		return 1
+	case StatusTimeout:
+		return 2
+	case StatusCancelled:
+		return 3
+	}
+	return 0
+}
 
 func worse(a, b Status) Status {
-	if severity[rank(b)] > severity[rank(a)] {
+	if severity(b) > severity(a) {
 		return rank(b)
 	}
 	return rank(a)
@@ -226,9 +238,11 @@ func (r *jobRun) record(step *pipeline.Step, sr StepResult) {
 }
 
 // counts is what a finished step contributes to the job's status:
-// continue_on_error turns its failure or timeout into success.
+// continue_on_error turns its failure or timeout into success, and a step
+// that never started counts for nothing (the job's context says why it
+// did not).
 func (r *jobRun) counts(step *pipeline.Step, sr StepResult) Status {
-	if sr.Status == StatusSkipped {
+	if sr.Status == StatusSkipped || sr.Attempts == 0 && sr.Status == StatusCancelled {
 		return StatusSuccess
 	}
 	if (sr.Status == StatusFailure || sr.Status == StatusTimeout) && sr.ContinueOnError {
@@ -237,15 +251,14 @@ func (r *jobRun) counts(step *pipeline.Step, sr StepResult) Status {
 	return rank(sr.Status)
 }
 
-// runStep runs step i with all its attempts and reports it to the sink. It
-// returns the step's result and what the result counts for the job.
-func (r *jobRun) runStep(ctx context.Context, i int, condStatus Status) (StepResult, Status) {
+// runStep runs step i with all its attempts and reports it to the sink.
+func (r *jobRun) runStep(ctx context.Context, i int, condStatus Status) StepResult {
 	step := r.job.Steps[i]
 	info := StepInfo{Job: r.job, Index: i, Step: step, Attempt: 1}
 	if ctx.Err() != nil {
 		sr := StepResult{Status: StatusCancelled, Err: context.Cause(ctx)}
 		r.sink.StepCompleted(info, sr)
-		return sr, StatusSuccess
+		return sr
 	}
 
 	ec, vars, varErr := r.exprContext(step, condStatus)
@@ -253,7 +266,7 @@ func (r *jobRun) runStep(ctx context.Context, i int, condStatus Status) (StepRes
 	if err == nil && !run.ok {
 		sr := StepResult{Status: StatusSkipped, Err: run.why}
 		r.sink.StepCompleted(info, sr)
-		return sr, StatusSuccess
+		return sr
 	}
 
 	var sr StepResult
@@ -267,6 +280,7 @@ func (r *jobRun) runStep(ctx context.Context, i int, condStatus Status) (StepRes
 	default:
 		sr = r.execStep(ctx, info, ec, vars)
 	}
+	info.Attempt = max(sr.Attempts, 1)
 	if sr.Status == StatusFailure || sr.Status == StatusTimeout && errors.Is(sr.Err, ErrStepTimeout) {
 		coe, err := continueOnError(step.ContinueOnError, ec)
 		if err != nil {
@@ -275,7 +289,7 @@ func (r *jobRun) runStep(ctx context.Context, i int, condStatus Status) (StepRes
 		sr.ContinueOnError = coe
 	}
 	r.sink.StepCompleted(info, sr)
-	return sr, r.counts(step, sr)
+	return sr
 }
 
 // failEarly reports a step that fails before its command could start.
@@ -438,7 +452,7 @@ func (r *jobRun) execStep(ctx context.Context, info StepInfo, ec *expr.Context, 
 			dir = filepath.Join(r.job.Workspace, wd)
 		}
 	}
-	cmd := Command{Script: script, Shell: step.Shell, Dir: dir, Env: r.stepEnv(vars)}
+	cmd := Command{Script: script, Shell: step.Shell, Dir: dir, Env: r.stepEnv(step, vars)}
 
 	maxAttempts, delay := 1, time.Duration(0)
 	if rt := step.Retry; rt != nil && rt.MaxAttempts > 1 {
@@ -493,7 +507,7 @@ func sleep(ctx context.Context, d time.Duration) bool {
 // stepEnv is the complete environment of a step's process, without
 // OXIDE_OUTPUT: inherited base, CI, OXIDE, job.Extra, variables, secrets;
 // a later entry replaces an earlier one of the same name in place.
-func (r *jobRun) stepEnv(vars [][2]string) []string {
+func (r *jobRun) stepEnv(step *pipeline.Step, vars [][2]string) []string {
 	env := make([]string, 0, len(r.baseEnv)+len(vars)+len(r.job.Secrets)+1)
 	index := make(map[string]int, cap(env))
 	add := func(name, kv string) {
@@ -515,7 +529,9 @@ func (r *jobRun) stepEnv(vars [][2]string) []string {
 		add(v[0], v[0]+"="+v[1])
 	}
 	for _, s := range r.job.Secrets {
-		add(s.Name, s.Name+"="+s.Value)
+		if s.Name != "" && (s.Step == "" || s.Step == stepID(step)) {
+			add(s.Name, s.Name+"="+s.Value)
+		}
 	}
 	return env
 }
@@ -532,11 +548,11 @@ func (r *jobRun) attempt(ctx context.Context, info StepInfo, cmd Command) StepRe
 	cmd.Env = append(cmd.Env[:len(cmd.Env):len(cmd.Env)], "OXIDE_OUTPUT="+outPath)
 
 	r.sink.StepStarted(info)
-	outR, outW, err := os.Pipe()
+	outR, outW, err := pipe()
 	if err != nil {
 		return r.infraFailure(info, err)
 	}
-	errR, errW, err := os.Pipe()
+	errR, errW, err := pipe()
 	if err != nil {
 		outR.Close()
 		outW.Close()

@@ -15,14 +15,17 @@ import (
 
 // Environment is where a job's steps execute. Call order: Prepare once, then
 // Exec once per step attempt (concurrently when the stage sets parallel:
-// true), then Cleanup once, also when Prepare failed. Run makes these
-// calls; Cleanup gets a context that is not cancelled with the job's.
+// true), then Cleanup once, also when Prepare failed. The caller of Run
+// makes the Prepare and Cleanup calls (Cleanup with a context that is not
+// cancelled with the job's); Run makes the Exec calls.
 //
 // Exec must stop the whole process tree when ctx is done: SIGTERM, a grace
 // period, SIGKILL. It returns the step's exit code (128+signal when a
 // signal killed it), and an error only when the step could not be started
 // (an infrastructure failure) or when ctx ended it, in which case the error
-// is context.Cause(ctx). Exec must not close cmd.Stdout or cmd.Stderr.
+// is context.Cause(ctx). Exec returns once the step's process has exited,
+// without waiting for what it started in the background (Cleanup stops
+// that), and must not close cmd.Stdout or cmd.Stderr.
 type Environment interface {
 	Prepare(ctx context.Context) error
 	Exec(ctx context.Context, cmd Command) (exitCode int, err error)
@@ -84,9 +87,12 @@ type Job struct {
 
 // Secret is a resolved secret value injected as an environment variable.
 type Secret struct {
-	Name   string // environment variable name
+	Name   string // environment variable name; empty: masked, not injected
 	Value  string
 	Masked bool
+	// Step is the id of the one step that receives the variable; empty
+	// means every step. Every masked secret is masked in all output.
+	Step string
 }
 
 // StepInfo identifies a step in progress for a Sink.
@@ -127,9 +133,9 @@ type JobResult struct {
 	Steps  []StepResult // one per Job.Steps, same order
 	// Outputs are the steps' outputs: step id → key → value.
 	Outputs map[string]map[string]string
-	// Err is an infrastructure error of the job itself: Prepare failed
-	// (then Status is failure and no step ran) or Cleanup failed (which
-	// does not change Status).
+	// Err is an infrastructure error of the runner itself (it could not
+	// make its temporary directory): then Status is failure and no step
+	// ran.
 	Err error
 }
 

@@ -51,8 +51,9 @@ type Env struct {
 	devNull *os.File // stdin of every step
 	seq     atomic.Uint64
 
-	mu     sync.Mutex
-	groups []int // process groups still alive when their step's shell exited
+	mu      sync.Mutex
+	groups  []int    // process groups still alive when their step's shell exited
+	scripts []string // script files free for reuse
 }
 
 var _ runner.Environment = (*Env)(nil)
@@ -65,8 +66,12 @@ func New(opts Options) *Env {
 	return &Env{grace: opts.Grace, tempDir: opts.TempDir}
 }
 
-// Prepare makes the job's temporary directory.
+// Prepare makes the job's temporary directory. It does nothing on an Env
+// that is already prepared.
 func (e *Env) Prepare(ctx context.Context) error {
+	if e.dir != "" {
+		return nil
+	}
 	dir, err := os.MkdirTemp(e.tempDir, "oxide-job-")
 	if err != nil {
 		return fmt.Errorf("host: prepare: %w", err)
@@ -89,8 +94,8 @@ func (e *Env) ScratchDir() string { return e.dir }
 // job's temporary directory. It is safe to call when Prepare failed.
 func (e *Env) Cleanup(ctx context.Context) error {
 	e.mu.Lock()
-	groups := e.groups
-	e.groups = nil
+	groups, scripts := e.groups, e.scripts
+	e.groups, e.scripts = nil, nil
 	e.mu.Unlock()
 	for _, pgid := range groups {
 		killGroup(pgid)
@@ -102,25 +107,32 @@ func (e *Env) Cleanup(ctx context.Context) error {
 	if e.dir == "" {
 		return nil
 	}
-	err := os.RemoveAll(e.dir)
+	dir := e.dir
 	e.dir = ""
-	if err != nil {
+	// The files are known: removing them and the directory directly saves
+	// RemoveAll's failed attempts and directory listing in the common case.
+	for _, path := range scripts {
+		syscall.Unlink(path)
+	}
+	if syscall.Rmdir(dir) == nil {
+		return nil
+	}
+	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("host: cleanup: %w", err)
 	}
 	return nil
 }
 
-// shells maps a step's shell to the program, its arguments before the
-// script path, and the script file's extension.
+// shells maps a step's shell to the program and its arguments before the
+// script path.
 var shells = map[string]struct {
 	prog string
 	args []string
-	ext  string
 }{
-	"":       {"bash", []string{"--noprofile", "--norc", "-e", "-o", "pipefail"}, ".sh"},
-	"bash":   {"bash", []string{"--noprofile", "--norc", "-e", "-o", "pipefail"}, ".sh"},
-	"sh":     {"sh", []string{"-e"}, ".sh"},
-	"python": {"python3", nil, ".py"},
+	"":       {"bash", []string{"--noprofile", "--norc", "-e", "-o", "pipefail"}},
+	"bash":   {"bash", []string{"--noprofile", "--norc", "-e", "-o", "pipefail"}},
+	"sh":     {"sh", []string{"-e"}},
+	"python": {"python3", nil},
 }
 
 // lookPath caches exec.LookPath per program: a PATH search per step is a
@@ -160,11 +172,11 @@ func (e *Env) Exec(ctx context.Context, cmd runner.Command) (int, error) {
 	if err != nil {
 		return -1, fmt.Errorf("host: shell %s: %w", sh.prog, err)
 	}
-	script := filepath.Join(e.dir, "step-"+strconv.FormatUint(e.seq.Add(1), 10)+sh.ext)
-	if err := os.WriteFile(script, []byte(cmd.Script), 0o600); err != nil {
+	script, err := e.writeScript(cmd.Script)
+	if err != nil {
 		return -1, fmt.Errorf("host: write script: %w", err)
 	}
-	defer os.Remove(script)
+	defer e.releaseScript(script)
 
 	args := make([]string, 0, len(sh.args)+1)
 	args = append(append(args, sh.args...), script)
@@ -201,6 +213,9 @@ func (e *Env) Exec(ctx context.Context, cmd runner.Command) (int, error) {
 	}
 
 	if err := c.Start(); err != nil {
+		if ctx.Err() != nil {
+			return -1, context.Cause(ctx)
+		}
 		return -1, fmt.Errorf("host: start %s: %w", sh.prog, err)
 	}
 	pid := c.Process.Pid
@@ -228,6 +243,51 @@ func (e *Env) Exec(ctx context.Context, cmd runner.Command) (int, error) {
 		return code, fmt.Errorf("host: wait: %w", werr)
 	}
 	return code, nil
+}
+
+// writeScript writes a step's script to a file of the job directory. Files
+// are reused from step to step (a new inode per step costs more than the
+// rest of starting it on some file systems); concurrent steps get
+// different files.
+func (e *Env) writeScript(script string) (string, error) {
+	e.mu.Lock()
+	var path string
+	if n := len(e.scripts); n > 0 {
+		path = e.scripts[n-1]
+		e.scripts = e.scripts[:n-1]
+	}
+	e.mu.Unlock()
+	flags := syscall.O_WRONLY | syscall.O_CLOEXEC
+	if path == "" {
+		path = filepath.Join(e.dir, "step-"+strconv.FormatUint(e.seq.Add(1), 10))
+		flags |= syscall.O_CREAT | syscall.O_EXCL
+	}
+	// Plain syscalls: an os.File would try to register the file with the
+	// poller, three more system calls for nothing.
+	fd, err := syscall.Open(path, flags, 0o600)
+	if err != nil {
+		return "", &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer syscall.Close(fd)
+	b := []byte(script)
+	for off := 0; off < len(b); {
+		n, err := syscall.Pwrite(fd, b[off:], int64(off))
+		if err != nil {
+			return "", &os.PathError{Op: "write", Path: path, Err: err}
+		}
+		off += n
+	}
+	// Truncating after writing, not before, keeps the file's blocks.
+	if err := syscall.Ftruncate(fd, int64(len(b))); err != nil {
+		return "", &os.PathError{Op: "truncate", Path: path, Err: err}
+	}
+	return path, nil
+}
+
+func (e *Env) releaseScript(path string) {
+	e.mu.Lock()
+	e.scripts = append(e.scripts, path)
+	e.mu.Unlock()
 }
 
 // killGroup sends SIGKILL to process group pgid, whose leader this package
