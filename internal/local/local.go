@@ -9,11 +9,9 @@ import (
 	"fmt"
 	"maps"
 	"runtime"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/oxide-ci/oxide/internal/expr"
 	"github.com/oxide-ci/oxide/internal/pipeline"
 	"github.com/oxide-ci/oxide/internal/plan"
 	"github.com/oxide-ci/oxide/internal/runner"
@@ -240,43 +238,22 @@ func (e *execution) gate(ctx context.Context, n *plan.Node) *StageResult {
 	if ctx.Err() != nil {
 		return &StageResult{Status: cancelStatus(ctx), Reason: "not started: " + context.Cause(ctx).Error(), failed: true}
 	}
-	status := expr.StatusSuccess
-	var failedDep string
+	var failedDep *plan.Node
 	for _, d := range n.Deps {
 		if e.run.Stages[d.Index].failed {
-			status, failedDep = expr.StatusFailure, d.Name
+			failedDep = d
 			break
 		}
 	}
-	c := n.Stage.Condition
-	ectx := e.exprContext(n, status)
-	if c == nil || c.If == "" {
-		if failedDep != "" {
-			return &StageResult{Status: runner.StatusSkipped, Reason: fmt.Sprintf("dependency %q failed", failedDep), failed: true}
-		}
-	} else {
-		ok, err := expr.Condition(c.If, ectx)
-		if err != nil {
-			return &StageResult{Status: runner.StatusFailure, Reason: "condition: " + err.Error(), failed: true}
-		}
-		if !ok {
-			reason := "condition is false: " + strings.TrimSpace(c.If)
-			if failedDep != "" {
-				reason = fmt.Sprintf("dependency %q failed", failedDep)
-			}
-			return &StageResult{Status: runner.StatusSkipped, Reason: reason, failed: failedDep != ""}
-		}
-	}
-	if c != nil && c.Unless != "" {
-		ok, err := expr.Condition("always() && ("+c.Unless+")", ectx)
-		if err != nil {
-			return &StageResult{Status: runner.StatusFailure, Reason: "condition: " + err.Error(), failed: true}
-		}
-		if ok {
-			return &StageResult{Status: runner.StatusSkipped, Reason: "unless is true: " + strings.TrimSpace(c.Unless)}
-		}
-	}
-	if a := n.Stage.Approval; a != nil && a.Required {
+	d := plan.Gate(n, failedDep, e.values(n), e.opts.Workspace)
+	switch d.Verdict {
+	case plan.Skip:
+		return &StageResult{Status: runner.StatusSkipped, Reason: d.Reason}
+	case plan.SkipFailed:
+		return &StageResult{Status: runner.StatusSkipped, Reason: d.Reason, failed: true}
+	case plan.Fail:
+		return &StageResult{Status: runner.StatusFailure, Reason: d.Reason, failed: true}
+	case plan.AwaitApproval:
 		return &StageResult{Status: runner.StatusSkipped, Reason: "needs an approval, which only a server can record"}
 	}
 	return nil
@@ -370,11 +347,6 @@ func cancelStatus(ctx context.Context) runner.Status {
 		return runner.StatusTimeout
 	}
 	return runner.StatusCancelled
-}
-
-// exprContext is what the expressions of n see before it runs.
-func (e *execution) exprContext(n *plan.Node, status expr.Status) *expr.Context {
-	return &expr.Context{Values: e.values(n), Status: status, Dir: e.opts.Workspace}
 }
 
 // values are the expression values of n: git facts, matrix, variables,
