@@ -70,6 +70,8 @@ func newRoot() *cobra.Command {
 	root.AddCommand(newRunCmd(), newValidateCmd(), newInitCmd(),
 		siblingCmd("server", "Run the Oxide server (the oxide-server binary)"),
 		siblingCmd("agent", "Run an Oxide agent (the oxide-agent binary)"))
+	root.AddCommand(newLoginCmd(), newConfigCmd(), newPipelinesCmd(), newRunsCmd(), newLogsCmd(), newCancelCmd(),
+		newJobsCmd(), newTemplatesCmd(), newAgentsCmd(), newSecretsCmd())
 	return root
 }
 

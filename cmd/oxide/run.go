@@ -40,6 +40,12 @@ type runFlags struct {
 	output      string
 	workspace   string
 	grace       time.Duration
+
+	// On a server (runs.go).
+	server   string
+	pipeline string
+	wait     bool
+	watch    bool
 }
 
 func newRunCmd() *cobra.Command {
@@ -50,9 +56,22 @@ func newRunCmd() *cobra.Command {
 		Long: `Run a pipeline on this machine, with no server: independent stages run
 concurrently, steps in a fresh shell in the workspace, secrets masked in all
 output. Exit status: 0 success, 1 failure, 2 invalid pipeline or usage,
-130 interrupted.`,
-		Args: cobra.MaximumNArgs(1),
+130 interrupted.
+
+With --server, or when a server is configured (` + envServer + ` or ` + "`oxide login`" + `)
+and --local is not given, the pipeline runs on the server instead: FILE is
+stored there under its name (or --pipeline names a stored pipeline), a run
+is triggered and its ID and number printed. --wait waits for the run and
+--watch streams its output too; both exit by its status.`,
+		Args: cobra.MaximumNArgs(2), // a second one only with --server URL
 		RunE: func(cmd *cobra.Command, args []string) error {
+			remote, err := remoteRun(cmd, &f, &args)
+			if err != nil {
+				return err
+			}
+			if remote {
+				return runRemote(cmd, args, &f)
+			}
 			file := defaultPipeline
 			if len(args) == 1 {
 				file = args[0]
@@ -75,6 +94,11 @@ output. Exit status: 0 success, 1 failure, 2 invalid pipeline or usage,
 	fl.StringVarP(&f.output, "output", "o", "text", "output format: text or json (newline-delimited events)")
 	fl.StringVar(&f.workspace, "workspace", "", "directory the steps run in (default the current directory)")
 	fl.DurationVar(&f.grace, "grace", 10*time.Second, "time a cancelled step gets between SIGTERM and SIGKILL")
+	fl.StringVar(&f.server, "server", "", "run on the server at `URL` (alone: the configured one)")
+	fl.Lookup("server").NoOptDefVal = serverFlagDefault
+	fl.StringVar(&f.pipeline, "pipeline", "", "on a server: run the stored pipeline `NAME` instead of a FILE")
+	fl.BoolVar(&f.wait, "wait", false, "on a server: wait for the run and exit by its status")
+	fl.BoolVar(&f.watch, "watch", false, "on a server: stream the run's output and exit by its status")
 	return cmd
 }
 

@@ -1,0 +1,393 @@
+package sdk
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Pipeline is a stored pipeline definition.
+type Pipeline struct {
+	ID         string    `json:"id"`
+	Name       string    `json:"name"`
+	Repository string    `json:"repository,omitempty"`
+	Definition string    `json:"definition"` // the YAML as written
+	CreatedAt  time.Time `json:"created_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
+}
+
+// CreatePipelineRequest is the body of POST /pipelines.
+type CreatePipelineRequest struct {
+	Name       string `json:"name"`
+	Definition string `json:"definition"` // YAML
+	Repository string `json:"repository,omitempty"`
+}
+
+// UpdatePipelineRequest is the body of PUT /pipelines/{id}: nil fields stay
+// as they are.
+type UpdatePipelineRequest struct {
+	Name       *string `json:"name,omitempty"`
+	Definition *string `json:"definition,omitempty"`
+	Repository *string `json:"repository,omitempty"`
+}
+
+// RunStatus is the status of a run.
+type RunStatus string
+
+// Run statuses. Waiting means a stage waits for an approval.
+const (
+	RunQueued    RunStatus = "queued"
+	RunRunning   RunStatus = "running"
+	RunWaiting   RunStatus = "waiting"
+	RunSuccess   RunStatus = "success"
+	RunFailure   RunStatus = "failure"
+	RunCancelled RunStatus = "cancelled"
+	RunTimeout   RunStatus = "timeout"
+)
+
+// Done reports whether s is final.
+func (s RunStatus) Done() bool {
+	switch s {
+	case RunSuccess, RunFailure, RunCancelled, RunTimeout:
+		return true
+	}
+	return false
+}
+
+// Status is the status of a stage or a step.
+type Status string
+
+// Stage and step statuses.
+const (
+	StatusPending   Status = "pending"
+	StatusRunning   Status = "running"
+	StatusWaiting   Status = "waiting"
+	StatusSuccess   Status = "success"
+	StatusFailure   Status = "failure"
+	StatusSkipped   Status = "skipped"
+	StatusCancelled Status = "cancelled"
+	StatusTimeout   Status = "timeout"
+)
+
+// Done reports whether s is final.
+func (s Status) Done() bool {
+	switch s {
+	case StatusSuccess, StatusFailure, StatusSkipped, StatusCancelled, StatusTimeout:
+		return true
+	}
+	return false
+}
+
+// Run is one execution of a pipeline, with its stage and step tree (GetRun
+// fills Stages; lists may leave it empty).
+type Run struct {
+	ID           string            `json:"id"`
+	PipelineID   string            `json:"pipeline_id"`
+	PipelineName string            `json:"pipeline_name"`
+	Number       int               `json:"run_number"`
+	Status       RunStatus         `json:"status"`
+	Branch       string            `json:"branch,omitempty"`
+	SHA          string            `json:"sha,omitempty"`
+	Ref          string            `json:"ref,omitempty"`
+	Event        string            `json:"event,omitempty"`
+	Variables    map[string]string `json:"variables,omitempty"`
+	CreatedAt    time.Time         `json:"created_at"`
+	StartedAt    *time.Time        `json:"started_at,omitempty"`
+	FinishedAt   *time.Time        `json:"finished_at,omitempty"`
+	Stages       []Stage           `json:"stages,omitempty"`
+}
+
+// Stage is a stage instance of a run: a matrix stage has one per
+// combination, named like "test (linux, 1.75)".
+type Stage struct {
+	ID         string     `json:"id"`
+	Name       string     `json:"name"`
+	Index      int        `json:"index"`
+	Status     Status     `json:"status"`
+	Reason     string     `json:"reason,omitempty"` // why it was skipped or failed
+	JobID      string     `json:"job_id,omitempty"`
+	StartedAt  *time.Time `json:"started_at,omitempty"`
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
+	Steps      []Step     `json:"steps,omitempty"`
+}
+
+// Step is one step of a stage instance.
+type Step struct {
+	ID       string            `json:"id"`
+	Name     string            `json:"name"`
+	Key      string            `json:"key,omitempty"` // its id in the pipeline: steps.<key>.outputs
+	Status   Status            `json:"status"`
+	ExitCode *int              `json:"exit_code,omitempty"` // nil until it ran
+	Outputs  map[string]string `json:"outputs,omitempty"`
+}
+
+// TriggerRequest is the body of POST /pipelines/{id}/runs; empty fields take
+// the server's defaults (event "api").
+type TriggerRequest struct {
+	Branch    string            `json:"branch,omitempty"`
+	SHA       string            `json:"sha,omitempty"`
+	Ref       string            `json:"ref,omitempty"`
+	Event     string            `json:"event,omitempty"`
+	Variables map[string]string `json:"variables,omitempty"`
+}
+
+// ListRunsOptions selects a page of a pipeline's runs, newest first.
+type ListRunsOptions struct {
+	ListOptions
+	Status RunStatus // only runs with this status
+}
+
+// LogLine is one line of a run's or a job's output.
+type LogLine struct {
+	Stage  string    `json:"stage,omitempty"`
+	Step   string    `json:"step,omitempty"`
+	Stream string    `json:"stream"` // stdout, stderr or system
+	Seq    int64     `json:"seq"`
+	Text   string    `json:"text"`
+	Time   time.Time `json:"time"`
+}
+
+// LogPage is a slice of a log: pass Next back as after to continue. No lines
+// and the same Next means nothing new yet.
+type LogPage struct {
+	Lines []LogLine `json:"lines"`
+	Next  string    `json:"next"`
+}
+
+// JobState is the state of a job.
+type JobState string
+
+// Job states.
+const (
+	JobPending   JobState = "pending"
+	JobQueued    JobState = "queued"
+	JobAssigned  JobState = "assigned"
+	JobRunning   JobState = "running"
+	JobSucceeded JobState = "succeeded"
+	JobFailed    JobState = "failed"
+	JobCancelled JobState = "cancelled"
+	JobTimeout   JobState = "timeout"
+)
+
+// Done reports whether s is final.
+func (s JobState) Done() bool {
+	switch s {
+	case JobSucceeded, JobFailed, JobCancelled, JobTimeout:
+		return true
+	}
+	return false
+}
+
+// JobSpec is what a job runs: a Command, or Steps.
+type JobSpec struct {
+	Name        string            `json:"name"`
+	Command     string            `json:"command,omitempty"`
+	Steps       []JobStep         `json:"steps,omitempty"`
+	Shell       string            `json:"shell,omitempty"` // default bash
+	Env         map[string]string `json:"env,omitempty"`
+	Secrets     []string          `json:"secrets,omitempty"` // names of stored secrets, exposed as environment variables
+	Labels      []string          `json:"labels,omitempty"`  // a worker needs all of them
+	Priority    int               `json:"priority,omitempty"`
+	Timeout     string            `json:"timeout,omitempty"` // a Go duration: "10m"
+	MaxAttempts int               `json:"max_attempts,omitempty"`
+	Image       string            `json:"image,omitempty"`
+	Resources   *Resources        `json:"resources,omitempty"`
+}
+
+// JobStep is one step of a JobSpec.
+type JobStep struct {
+	Name  string `json:"name"`
+	Run   string `json:"run"`
+	Shell string `json:"shell,omitempty"`
+}
+
+// Resources is what a job needs of its worker.
+type Resources struct {
+	CPU    string `json:"cpu,omitempty"`    // cores: "2", "0.5", "500m"
+	Memory string `json:"memory,omitempty"` // "512Mi", "1Gi"
+	GPU    int    `json:"gpu,omitempty"`
+	Arch   string `json:"arch,omitempty"` // amd64, arm64, …
+}
+
+// Job is the unit that one agent executes.
+type Job struct {
+	ID          string     `json:"id"`
+	Name        string     `json:"name"`
+	State       JobState   `json:"state"`
+	RunID       string     `json:"run_id,omitempty"`   // for a stage of a run; empty for a job submitted directly
+	StageID     string     `json:"stage_id,omitempty"` // the stage instance it executes
+	Attempt     int        `json:"attempt"`
+	MaxAttempts int        `json:"max_attempts"`
+	Priority    int        `json:"priority"`
+	Labels      []string   `json:"labels,omitempty"`
+	WorkerID    string     `json:"worker_id,omitempty"`
+	ExitCode    *int       `json:"exit_code,omitempty"` // nil until it ran
+	Error       string     `json:"error,omitempty"`
+	Spec        JobSpec    `json:"spec"`
+	CreatedAt   time.Time  `json:"created_at"`
+	StartedAt   *time.Time `json:"started_at,omitempty"`
+	FinishedAt  *time.Time `json:"finished_at,omitempty"`
+}
+
+// ListJobsOptions selects a page of jobs.
+type ListJobsOptions struct {
+	ListOptions
+	State JobState // only jobs in this state
+	RunID string   // only the jobs of this run
+}
+
+// Parameter types of templates.
+const (
+	ParamString = "string"
+	ParamInt    = "int"
+	ParamBool   = "bool"
+	ParamEnum   = "enum"
+)
+
+// Parameter is a typed parameter of a template.
+type Parameter struct {
+	Name        string `json:"name"` // the placeholder is {{ .name }}
+	Type        string `json:"type"` // string, int, bool or enum
+	Description string `json:"description,omitempty"`
+	Required    bool   `json:"required,omitempty"`
+	Default     any    `json:"default,omitempty"`
+	Values      []any  `json:"values,omitempty"` // the choices of an enum
+}
+
+// Template is a job spec with "{{ .param }}" placeholders in its strings.
+type Template struct {
+	ID          string      `json:"id"`
+	Name        string      `json:"name"`
+	Description string      `json:"description,omitempty"`
+	Version     int         `json:"version,omitempty"` // 1, then +1 on every update
+	Parameters  []Parameter `json:"parameters"`
+	Spec        JobSpec     `json:"spec"`
+	CreatedAt   time.Time   `json:"created_at"`
+	UpdatedAt   time.Time   `json:"updated_at"`
+}
+
+// TemplateRequest is the body of POST /templates and PUT /templates/{id}.
+type TemplateRequest struct {
+	Name        string      `json:"name"`
+	Description string      `json:"description,omitempty"`
+	Parameters  []Parameter `json:"parameters"`
+	Spec        JobSpec     `json:"spec"`
+}
+
+// AgentStatus is the status of an agent.
+type AgentStatus string
+
+// Agent statuses.
+const (
+	AgentOnline   AgentStatus = "online"
+	AgentBusy     AgentStatus = "busy"
+	AgentDraining AgentStatus = "draining"
+	AgentOffline  AgentStatus = "offline"
+	AgentLost     AgentStatus = "lost"
+)
+
+// Agent is a registered worker.
+type Agent struct {
+	ID              string      `json:"id"`
+	Name            string      `json:"name"`
+	Labels          []string    `json:"labels,omitempty"`
+	Status          AgentStatus `json:"status"`
+	Version         string      `json:"version,omitempty"`
+	OS              string      `json:"os,omitempty"`
+	Arch            string      `json:"arch,omitempty"`
+	Capacity        int         `json:"capacity"`
+	LastHeartbeatAt *time.Time  `json:"last_heartbeat_at,omitempty"`
+	RegisteredAt    time.Time   `json:"registered_at"`
+}
+
+// Secret scopes.
+const (
+	ScopeOrganization = "organization"
+	ScopePipeline     = "pipeline"
+)
+
+// SecretInfo describes a stored secret; values are write-only and never
+// answered.
+type SecretInfo struct {
+	Name      string    `json:"name"`
+	Scope     string    `json:"scope"`
+	ScopeID   string    `json:"scope_id,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// SecretScope names where a secret lives: the zero value is the
+// organization.
+type SecretScope struct {
+	Scope   string // organization (default) or pipeline
+	ScopeID string // the pipeline's ID, for the pipeline scope
+}
+
+// ListSecretsOptions selects a page of secrets.
+type ListSecretsOptions struct {
+	ListOptions
+	SecretScope
+}
+
+// Roles of tokens.
+const (
+	RoleViewer    = "viewer"
+	RoleDeveloper = "developer"
+	RoleAdmin     = "admin"
+)
+
+// Token is an API token. Secret is set only in CreateToken's answer: the
+// server keeps only its hash.
+type Token struct {
+	ID         string     `json:"id"`
+	Name       string     `json:"name"`
+	Role       string     `json:"role"`
+	Secret     string     `json:"token,omitempty"` // "oxt_…"
+	CreatedAt  time.Time  `json:"created_at"`
+	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
+}
+
+// AuditEntry records one mutating call.
+type AuditEntry struct {
+	ID           string          `json:"id"`
+	Time         time.Time       `json:"time"`
+	Actor        string          `json:"actor"`  // the token's name
+	Action       string          `json:"action"` // pipeline.create, run.trigger, …
+	ResourceType string          `json:"resource_type,omitempty"`
+	ResourceID   string          `json:"resource_id,omitempty"`
+	Details      json.RawMessage `json:"details,omitempty"`
+}
+
+// UnmarshalJSON accepts the entry's id as a string or as a number.
+func (e *AuditEntry) UnmarshalJSON(b []byte) error {
+	type plain AuditEntry
+	var v struct {
+		plain
+		ID json.RawMessage `json:"id"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*e = AuditEntry(v.plain)
+	var s string
+	if json.Unmarshal(v.ID, &s) == nil {
+		e.ID = s
+	} else if len(v.ID) > 0 && string(v.ID) != "null" {
+		e.ID = string(v.ID)
+	}
+	return nil
+}
+
+// ListAuditOptions selects a page of the audit log.
+type ListAuditOptions struct {
+	ListOptions
+	Actor        string
+	ResourceType string
+	ResourceID   string
+}
+
+// Event is a message of the event stream: Channel is its subject in the
+// AsyncAPI spec ("run.started.{pipeline_id}.{run_id}"), Payload its body.
+type Event struct {
+	Channel string          `json:"channel"`
+	Payload json.RawMessage `json:"payload"`
+}
