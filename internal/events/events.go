@@ -20,6 +20,28 @@ const (
 	TypeStepCompleted  Type = "step_completed"
 )
 
+// RunQueued is RunQueuedPayload.
+type RunQueued struct {
+	RunID        string    `json:"run_id"`
+	PipelineID   string    `json:"pipeline_id"`
+	PipelineName string    `json:"pipeline_name"`
+	RunNumber    int       `json:"run_number"`
+	Trigger      string    `json:"trigger"`
+	GitRef       string    `json:"git_ref,omitempty"`
+	GitSHA       string    `json:"git_sha,omitempty"`
+	QueuedAt     time.Time `json:"queued_at"`
+	QueuedBy     string    `json:"queued_by,omitempty"`
+}
+
+// RunCancelled is RunCancelledPayload.
+type RunCancelled struct {
+	RunID       string    `json:"run_id"`
+	PipelineID  string    `json:"pipeline_id"`
+	CancelledBy string    `json:"cancelled_by,omitempty"`
+	Reason      string    `json:"reason,omitempty"`
+	CancelledAt time.Time `json:"cancelled_at"`
+}
+
 // RunStarted is RunStartedPayload.
 type RunStarted struct {
 	RunID        string    `json:"run_id"`

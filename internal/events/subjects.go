@@ -202,6 +202,7 @@ func StreamSubjects() []string {
 		"license.>",
 		"matrix.>",
 		"notification.>",
+		"oxide.>", // the control plane's own state changes: jobs, steps, agents, pipelines
 		"run.>",
 		"secret.>",
 		"webhook.>",

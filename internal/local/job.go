@@ -1,7 +1,6 @@
 package local
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -11,6 +10,7 @@ import (
 	"github.com/oxide-ci/oxide/internal/pipeline"
 	"github.com/oxide-ci/oxide/internal/plan"
 	"github.com/oxide-ci/oxide/internal/runner"
+	"github.com/oxide-ci/oxide/internal/secrets"
 )
 
 // job builds the runner's job for n, resolving its secrets. A required
@@ -120,19 +120,11 @@ func (e *execution) lookupSecret(ref pipeline.SecretRef) (string, bool, error) {
 	if !ok || ref.Key == "" {
 		return v, ok, nil
 	}
-	var fields map[string]any
-	if err := json.Unmarshal([]byte(v), &fields); err != nil {
-		return "", false, fmt.Errorf("secret %s has key %q but its value is not a JSON object", ref.Name, ref.Key)
+	f, err := secrets.Field(v, ref.Key)
+	if err != nil {
+		return "", false, fmt.Errorf("secret %s %w", ref.Name, err)
 	}
-	f, ok := fields[ref.Key]
-	if !ok {
-		return "", false, fmt.Errorf("secret %s: its JSON object has no key %q", ref.Name, ref.Key)
-	}
-	if s, isString := f.(string); isString {
-		return s, true, nil
-	}
-	b, _ := json.Marshal(f)
-	return string(b), true, nil
+	return f, true, nil
 }
 
 func (e *execution) rawSecret(ref pipeline.SecretRef) (string, bool) {

@@ -1,0 +1,302 @@
+package scheduler
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"os"
+
+	"github.com/oxide-ci/oxide/internal/events"
+	"github.com/oxide-ci/oxide/internal/pipeline"
+	"github.com/oxide-ci/oxide/internal/plan"
+	"github.com/oxide-ci/oxide/internal/runner"
+	"github.com/oxide-ci/oxide/internal/secrets"
+	"github.com/oxide-ci/oxide/internal/store"
+)
+
+// Assignment is one claimed job attempt, ready for a worker to run.
+type Assignment struct {
+	Job         store.Job             // its lease is Job.Lease()
+	Work        runner.Job            // values and the server's secrets filled in; Workspace is the worker's to set
+	Environment *pipeline.Environment // where the steps run; nil: the worker's host
+	// LocalSecrets are the references that the worker resolves itself
+	// (provider environment: the worker's environment variables).
+	LocalSecrets []StepSecret
+}
+
+// StepSecret is a secret reference of a stage (Step empty) or of one step.
+type StepSecret = secretRef
+
+// Claim assigns up to limit queued jobs whose labels workerID has, and
+// returns them ready to run. A job whose secrets cannot be resolved is
+// finished as failed, with the reason, instead of being returned.
+func (s *Service) Claim(ctx context.Context, workerID string, labels []string, limit int) ([]Assignment, error) {
+	jobs, err := s.store.Jobs().Claim(ctx, workerID, labels, limit, s.lease)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Assignment, 0, len(jobs))
+	for _, j := range jobs {
+		a, err := s.assignment(ctx, j)
+		if err != nil {
+			s.log.Warn("job cannot start", "job_id", j.ID, "err", err)
+			ferr := s.Finish(ctx, j.Lease(), runner.JobResult{Status: runner.StatusFailure, Err: err})
+			if ferr != nil {
+				return out, ferr
+			}
+			continue
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// assignment completes the stored spec of a claimed job.
+func (s *Service) assignment(ctx context.Context, j store.Job) (Assignment, error) {
+	var ws workSpec
+	if j.RunID == "" {
+		var err error
+		if ws, err = submittedWork(j); err != nil {
+			return Assignment{}, err
+		}
+	} else if err := json.Unmarshal(j.Spec, &ws); err != nil {
+		return Assignment{}, fmt.Errorf("job %s: spec: %w", j.ID, err)
+	}
+	a := Assignment{Job: j, Work: ws.Job, Environment: ws.Environment}
+	a.Work.Values = maps.Clone(ws.Job.Values)
+	if a.Work.Values == nil {
+		a.Work.Values = map[string]any{}
+	}
+	if j.RunID != "" {
+		err := s.store.InTx(ctx, func(tx store.Tx) error {
+			st, err := s.load(ctx, tx, j.RunID)
+			if err != nil {
+				return err
+			}
+			steps, err := s.outputs(ctx, tx, st)
+			a.Work.Values["steps"] = steps
+			return err
+		})
+		if err != nil {
+			return Assignment{}, err
+		}
+	}
+	a.Work.Extra = append(a.Work.Extra, "OXIDE_RUN_ID="+j.RunID, "OXIDE_JOB_ID="+j.ID, "OXIDE_STAGE="+a.Work.Stage,
+		fmt.Sprintf("OXIDE_ATTEMPT=%d", j.Attempt))
+	var missing []string
+	for _, ref := range ws.Secrets {
+		if ref.Provider == "environment" {
+			a.LocalSecrets = append(a.LocalSecrets, ref)
+			continue
+		}
+		v, ok, err := s.resolve(ctx, ws.PipelineID, ref.SecretRef)
+		if err != nil {
+			return Assignment{}, err
+		}
+		if !ok {
+			if ref.Required {
+				missing = append(missing, fmt.Sprintf("%s (provider %s, path %s)", ref.Name, ref.Provider, ref.Path))
+			}
+			continue
+		}
+		if ref.Key != "" {
+			if v, err = secrets.Field(v, ref.Key); err != nil {
+				return Assignment{}, fmt.Errorf("secret %s %w", ref.Name, err)
+			}
+		}
+		a.Work.Secrets = append(a.Work.Secrets, runner.Secret{Name: ref.Name, Value: v, Masked: ref.Masked, Step: ref.Step})
+	}
+	if len(missing) > 0 {
+		return Assignment{}, fmt.Errorf("missing required secret %v", missing)
+	}
+	return a, nil
+}
+
+func (s *Service) resolve(ctx context.Context, pipelineID string, ref pipeline.SecretRef) (string, bool, error) {
+	if ref.Provider != "oxide" {
+		return "", false, fmt.Errorf("secret %s: provider %s is not configured on this server", ref.Name, ref.Provider)
+	}
+	if s.secrets == nil {
+		return "", false, nil
+	}
+	return s.secrets.Resolve(ctx, pipelineID, ref)
+}
+
+// ResolveLocal resolves an Assignment's LocalSecrets from this process's
+// environment, for workers that run inside the server.
+func ResolveLocal(a *Assignment) error {
+	var missing []string
+	for _, ref := range a.LocalSecrets {
+		name := ref.Path
+		if name == "" {
+			name = ref.Name
+		}
+		v := os.Getenv(name)
+		if v == "" {
+			if ref.Required {
+				missing = append(missing, name)
+			}
+			continue
+		}
+		if ref.Key != "" {
+			var err error
+			if v, err = secrets.Field(v, ref.Key); err != nil {
+				return fmt.Errorf("secret %s %w", ref.Name, err)
+			}
+		}
+		a.Work.Secrets = append(a.Work.Secrets, runner.Secret{Name: ref.Name, Value: v, Masked: ref.Masked, Step: ref.Step})
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("missing required secret from the environment: %v", missing)
+	}
+	return nil
+}
+
+// Start marks a claimed job running, with its stage and run.
+func (s *Service) Start(ctx context.Context, l store.Lease) error {
+	return s.store.InTx(ctx, func(tx store.Tx) error {
+		j, err := tx.Jobs().Start(ctx, l)
+		if err != nil || j.StageID == "" {
+			return err
+		}
+		if _, err := tx.Stages().SetStatus(ctx, j.StageID, store.StatusRunning); ignoreConflict(err) != nil {
+			return err
+		}
+		r, err := tx.Runs().Get(ctx, j.RunID)
+		if err != nil || r.Status == store.RunRunning || r.Status.Done() {
+			return err
+		}
+		_, err = tx.Runs().SetStatus(ctx, j.RunID, store.RunRunning)
+		return ignoreConflict(err)
+	})
+}
+
+// StepUpdate records a step's progress: running when it starts.
+func (s *Service) StepUpdate(ctx context.Context, l store.Lease, index int, r runner.StepResult) error {
+	steps, err := s.store.Steps().List(ctx, l.JobID)
+	if err != nil {
+		return err
+	}
+	if index < 0 || index >= len(steps) {
+		return fmt.Errorf("%w: job %s has no step %d", store.ErrInvalid, l.JobID, index)
+	}
+	_, err = s.store.Steps().Update(ctx, steps[index].ID, stepUpdate(r))
+	return ignoreConflict(err)
+}
+
+func stepUpdate(r runner.StepResult) store.StepUpdate {
+	u := store.StepUpdate{Status: store.Status(r.Status), Outputs: r.Outputs}
+	if r.Status != runner.StatusRunning && r.Status != runner.StatusSkipped && r.Err == nil {
+		code := r.ExitCode
+		u.ExitCode = &code
+	}
+	return u
+}
+
+// AppendLogs stores log lines of a job of run runID (empty for a job
+// submitted directly) and publishes them live. Lines already stored (by
+// sequence number) are dropped.
+func (s *Service) AppendLogs(ctx context.Context, jobID, runID string, lines []store.LogLine) error {
+	if _, err := s.store.Logs().Append(ctx, jobID, lines); err != nil {
+		return err
+	}
+	if s.live == nil || runID == "" {
+		return nil
+	}
+	for _, l := range lines {
+		b, _ := json.Marshal(events.StepOutput{RunID: runID, StepID: l.StepID, Stream: l.Stream, Line: l.Text, LineNumber: int(l.Seq), Timestamp: l.Time})
+		s.live.Publish(events.StepOutputSubject(runID, l.StepID), b)
+	}
+	return nil
+}
+
+// Heartbeat renews the leases of a worker's jobs and returns the IDs it
+// still holds: a job it runs that is missing was cancelled or taken away.
+func (s *Service) Heartbeat(ctx context.Context, workerID string) ([]string, error) {
+	return s.store.Jobs().Extend(ctx, workerID, s.lease)
+}
+
+// Finish records how a job attempt ended and advances its run. A result
+// for a lease that is no longer current (the job was cancelled or given to
+// another worker) is ignored.
+func (s *Service) Finish(ctx context.Context, l store.Lease, res runner.JobResult) error {
+	result := store.Result{Lease: l, State: jobState(res.Status)}
+	if res.Err != nil {
+		result.Error = res.Err.Error()
+	}
+	for _, sr := range res.Steps {
+		if sr.Status == runner.StatusFailure || sr.Status == runner.StatusTimeout {
+			code := sr.ExitCode
+			result.ExitCode = &code
+			if result.Error == "" && sr.Err != nil {
+				result.Error = sr.Err.Error()
+			}
+		}
+	}
+	var cancelled []store.Job
+	err := s.store.InTx(ctx, func(tx store.Tx) error {
+		done, err := tx.Jobs().Complete(ctx, result)
+		if err != nil || len(done) == 0 || done[0].RunID == "" {
+			return err
+		}
+		j := done[0]
+		steps, err := tx.Steps().List(ctx, j.ID)
+		if err != nil {
+			return err
+		}
+		for i, sr := range res.Steps {
+			if i < len(steps) && !steps[i].Status.Done() {
+				if _, err := tx.Steps().Update(ctx, steps[i].ID, stepUpdate(sr)); ignoreConflict(err) != nil {
+					return err
+				}
+			}
+		}
+		st, err := s.load(ctx, tx, j.RunID)
+		if err != nil {
+			return err
+		}
+		for _, n := range st.rg.graph.Nodes {
+			if st.stages[n.Index].ID != j.StageID {
+				continue
+			}
+			if err := s.endStage(ctx, tx, st, n, stageStatus(j.State), ""); err != nil {
+				return err
+			}
+			if m := n.Source.Matrix; m != nil && m.FailFast && j.State == store.JobFailed {
+				cancelled, err = s.failFast(ctx, tx, st, n)
+				if err != nil {
+					return err
+				}
+			}
+		}
+		return s.advance(ctx, tx, j.RunID)
+	})
+	if err != nil {
+		return err
+	}
+	for _, j := range cancelled {
+		s.notifyCancel(j.ID, j.Error)
+	}
+	s.wake()
+	return nil
+}
+
+// failFast cancels the unfinished instances of failed's matrix stage and
+// returns the jobs that workers held.
+func (s *Service) failFast(ctx context.Context, tx store.Tx, st *runState, failed *plan.Node) ([]store.Job, error) {
+	var held []store.Job
+	for _, n := range st.rg.graph.Nodes {
+		if n.Source != failed.Source || st.stages[n.Index].Status.Done() {
+			continue
+		}
+		j := st.jobs[n.Index]
+		if err := s.endStage(ctx, tx, st, n, store.StatusCancelled, "cancelled by fail_fast: "+failed.Name+" failed"); err != nil {
+			return nil, err
+		}
+		if j.State == store.JobAssigned || j.State == store.JobRunning {
+			held = append(held, st.jobs[n.Index])
+		}
+	}
+	return held, nil
+}

@@ -1,0 +1,86 @@
+package scheduler
+
+import (
+	"context"
+	"time"
+
+	"github.com/oxide-ci/oxide/internal/store"
+)
+
+// Sweep does the periodic work of the control plane once: jobs whose
+// leases expired go back to the queue (or fail when their attempts are
+// spent, which advances their runs) and runs past their pipeline's timeout
+// end with status timeout.
+func (s *Service) Sweep(ctx context.Context) error {
+	expired, err := s.store.Jobs().RequeueExpired(ctx)
+	if err != nil {
+		return err
+	}
+	requeued := false
+	for _, j := range expired {
+		if !j.State.Done() {
+			requeued = true
+			continue
+		}
+		if j.RunID == "" {
+			continue
+		}
+		err := s.store.InTx(ctx, func(tx store.Tx) error {
+			if _, err := tx.Stages().SetStatus(ctx, j.StageID, stageStatus(j.State)); ignoreConflict(err) != nil {
+				return err
+			}
+			return s.advance(ctx, tx, j.RunID)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if requeued {
+		s.wake()
+	}
+	return s.timeouts(ctx)
+}
+
+// timeouts stops the running runs that exceeded their pipeline's timeout.
+func (s *Service) timeouts(ctx context.Context) error {
+	for _, status := range []store.RunStatus{store.RunRunning, store.RunWaiting} {
+		runs, err := s.store.Runs().List(ctx, store.RunFilter{Status: status})
+		if err != nil {
+			return err
+		}
+		for _, r := range runs {
+			rg, err := s.graph(r)
+			if err != nil || r.StartedAt == nil || rg.pipeline.Timeout <= 0 || time.Since(*r.StartedAt) < rg.pipeline.Timeout {
+				continue
+			}
+			var held []store.Job
+			err = s.store.InTx(ctx, func(tx store.Tx) (err error) {
+				held, err = s.stopRun(ctx, tx, r.ID, store.RunTimeout, "the pipeline timed out")
+				return ignoreConflict(err)
+			})
+			if err != nil {
+				return err
+			}
+			for _, j := range held {
+				s.notifyCancel(j.ID, j.Error)
+			}
+		}
+	}
+	return nil
+}
+
+// Run sweeps every interval until ctx is done, logging failures.
+func (s *Service) Run(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
+				s.log.Error("sweep", "err", err)
+			}
+		}
+	}
+}

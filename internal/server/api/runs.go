@@ -1,0 +1,389 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/oxide-ci/oxide/internal/scheduler"
+	"github.com/oxide-ci/oxide/internal/store"
+)
+
+type runJSON struct {
+	ID           string            `json:"id"`
+	PipelineID   string            `json:"pipeline_id"`
+	PipelineName string            `json:"pipeline_name"`
+	Number       int               `json:"run_number"`
+	Status       store.RunStatus   `json:"status"`
+	Branch       string            `json:"branch"`
+	SHA          string            `json:"sha"`
+	Ref          string            `json:"ref"`
+	Event        string            `json:"event"`
+	Variables    map[string]string `json:"variables"`
+	CreatedAt    time.Time         `json:"created_at"`
+	StartedAt    *time.Time        `json:"started_at,omitempty"`
+	FinishedAt   *time.Time        `json:"finished_at,omitempty"`
+	Stages       []stageJSON       `json:"stages,omitempty"`
+}
+
+type stageJSON struct {
+	ID         string       `json:"id"`
+	Name       string       `json:"name"`
+	Index      int          `json:"index"`
+	Status     store.Status `json:"status"`
+	Reason     string       `json:"reason,omitempty"`
+	JobID      string       `json:"job_id,omitempty"`
+	StartedAt  *time.Time   `json:"started_at,omitempty"`
+	FinishedAt *time.Time   `json:"finished_at,omitempty"`
+	Steps      []stepJSON   `json:"steps"`
+}
+
+type stepJSON struct {
+	ID       string            `json:"id"`
+	Name     string            `json:"name"`
+	Key      string            `json:"key,omitempty"`
+	Status   store.Status      `json:"status"`
+	ExitCode *int              `json:"exit_code,omitempty"`
+	Outputs  map[string]string `json:"outputs,omitempty"`
+}
+
+// triggerInfo is what the API reads of a run's Trigger JSON, which the
+// scheduler writes (scheduler.Trigger); other fields are ignored.
+type triggerInfo struct {
+	Event     string            `json:"event"`
+	Branch    string            `json:"branch"`
+	SHA       string            `json:"sha"`
+	Ref       string            `json:"ref"`
+	Variables map[string]string `json:"variables"`
+}
+
+func utc(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+// toRun converts a run, without its stages.
+func toRun(r store.Run, pipelineName string) runJSON {
+	var t triggerInfo
+	if len(r.Trigger) > 0 {
+		_ = json.Unmarshal(r.Trigger, &t) // opaque to the store; show what is there
+	}
+	if t.SHA == "" {
+		t.SHA = r.GitSHA
+	}
+	if t.Ref == "" {
+		t.Ref = r.GitRef
+	}
+	if t.Branch == "" {
+		t.Branch, _ = strings.CutPrefix(t.Ref, "refs/heads/")
+		if t.Branch == t.Ref {
+			t.Branch = ""
+		}
+	}
+	if t.Variables == nil {
+		t.Variables = map[string]string{}
+	}
+	return runJSON{
+		ID: r.ID, PipelineID: r.PipelineID, PipelineName: pipelineName, Number: r.Number, Status: r.Status,
+		Branch: t.Branch, SHA: t.SHA, Ref: t.Ref, Event: t.Event, Variables: t.Variables,
+		CreatedAt: r.CreatedAt.UTC(), StartedAt: utc(r.StartedAt), FinishedAt: utc(r.FinishedAt),
+	}
+}
+
+// runTree converts a run with its stages, their jobs and steps.
+func (s *Server) runTree(ctx context.Context, r store.Run) (runJSON, error) {
+	name := ""
+	if p, err := s.store.Pipelines().Get(ctx, r.PipelineID); err == nil {
+		name = p.Name
+	}
+	out := toRun(r, name)
+	stages, err := s.store.Stages().List(ctx, r.ID)
+	if err != nil {
+		return runJSON{}, err
+	}
+	jobs, err := s.jobsByStage(ctx, r.ID)
+	if err != nil {
+		return runJSON{}, err
+	}
+	out.Stages = make([]stageJSON, 0, len(stages))
+	for _, st := range stages {
+		sj := stageJSON{
+			ID: st.ID, Name: st.Name, Index: st.Index, Status: st.Status,
+			StartedAt: utc(st.StartedAt), FinishedAt: utc(st.FinishedAt), Steps: []stepJSON{},
+		}
+		if j, ok := jobs[st.ID]; ok {
+			sj.JobID = j.ID
+			if st.Status.Done() && st.Status != store.StatusSuccess {
+				sj.Reason = j.Error
+			}
+			steps, err := s.store.Steps().List(ctx, j.ID)
+			if err != nil {
+				return runJSON{}, err
+			}
+			for _, sp := range steps {
+				sj.Steps = append(sj.Steps, stepJSON{ID: sp.ID, Name: sp.Name, Key: sp.Key, Status: sp.Status, ExitCode: sp.ExitCode, Outputs: sp.Outputs})
+			}
+		}
+		out.Stages = append(out.Stages, sj)
+	}
+	return out, nil
+}
+
+// jobsByStage returns the jobs of a run by stage ID.
+func (s *Server) jobsByStage(ctx context.Context, runID string) (map[string]store.Job, error) {
+	jobs, err := s.store.Jobs().List(ctx, store.JobFilter{RunID: runID})
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[string]store.Job, len(jobs))
+	for _, j := range jobs {
+		if j.StageID != "" {
+			m[j.StageID] = j
+		}
+	}
+	return m, nil
+}
+
+func (s *Server) writeRun(w http.ResponseWriter, r *http.Request, status int, run store.Run) error {
+	out, err := s.runTree(r.Context(), run)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, status, out)
+	return nil
+}
+
+func (s *Server) triggerRun(w http.ResponseWriter, r *http.Request, p *principal) error {
+	var req struct {
+		Branch    string            `json:"branch"`
+		SHA       string            `json:"sha"`
+		Ref       string            `json:"ref"`
+		Event     string            `json:"event"`
+		Variables map[string]string `json:"variables"`
+	}
+	if err := decodeOptional(r, &req); err != nil {
+		return err
+	}
+	if req.Event == "" {
+		req.Event = "api"
+	}
+	pl, err := findPipeline(r.Context(), s.store, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	run, err := s.control.TriggerRun(r.Context(), pl.ID, scheduler.TriggerRequest{
+		Branch: req.Branch, SHA: req.SHA, Ref: req.Ref, Event: req.Event, Variables: req.Variables, Actor: p.Name,
+	})
+	if err != nil {
+		return err
+	}
+	s.audit(r.Context(), p, auditEntry{"run.trigger", "run", run.ID,
+		map[string]any{"pipeline_id": pl.ID, "pipeline": pl.Name, "run_number": run.Number, "branch": req.Branch, "event": req.Event}})
+	return s.writeRun(w, r, http.StatusCreated, run)
+}
+
+func (s *Server) listRuns(w http.ResponseWriter, r *http.Request, _ *principal) error {
+	limit, offset, err := pageParams(r)
+	if err != nil {
+		return err
+	}
+	status := store.RunStatus(r.URL.Query().Get("status"))
+	if status != "" && !status.Valid() {
+		return invalidf("status %q is not one of queued, running, waiting, success, failure, cancelled, timeout", status)
+	}
+	pl, err := findPipeline(r.Context(), s.store, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	runs, err := s.store.Runs().List(r.Context(), store.RunFilter{PipelineID: pl.ID, Status: status, Limit: limit + 1, Offset: offset})
+	if err != nil {
+		return err
+	}
+	next := ""
+	if len(runs) > limit {
+		runs, next = runs[:limit], offsetCursor(offset+limit)
+	}
+	items := mapItems(runs, func(run store.Run) runJSON { return toRun(run, pl.Name) })
+	writeJSON(w, http.StatusOK, list[runJSON]{Items: items, Next: next})
+	return nil
+}
+
+func (s *Server) getRun(w http.ResponseWriter, r *http.Request, _ *principal) error {
+	run, err := s.store.Runs().Get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return fmt.Errorf("run %q: %w", r.PathValue("id"), err)
+	}
+	return s.writeRun(w, r, http.StatusOK, run)
+}
+
+func (s *Server) cancelRun(w http.ResponseWriter, r *http.Request, p *principal) error {
+	id := r.PathValue("id")
+	run, err := s.control.CancelRun(r.Context(), id, p.Name)
+	if err != nil {
+		return fmt.Errorf("run %q: %w", id, err)
+	}
+	s.audit(r.Context(), p, auditEntry{"run.cancel", "run", run.ID, nil})
+	return s.writeRun(w, r, http.StatusAccepted, run)
+}
+
+func (s *Server) approve(approve bool) handlerFunc {
+	action := "run.approve"
+	if !approve {
+		action = "run.reject"
+	}
+	return func(w http.ResponseWriter, r *http.Request, p *principal) error {
+		var req struct {
+			Comment string `json:"comment"`
+		}
+		if err := decodeOptional(r, &req); err != nil {
+			return err
+		}
+		id, stage := r.PathValue("id"), r.PathValue("stage")
+		run, err := s.control.Approve(r.Context(), id, stage, approve, p.Name, req.Comment)
+		if err != nil {
+			return fmt.Errorf("run %q: %w", id, err)
+		}
+		s.audit(r.Context(), p, auditEntry{action, "run", run.ID, map[string]string{"stage": stage, "comment": req.Comment}})
+		return s.writeRun(w, r, http.StatusOK, run)
+	}
+}
+
+// logLineJSON is a LogLine of docs/api.md.
+type logLineJSON struct {
+	Stage  string    `json:"stage,omitempty"`
+	Step   string    `json:"step,omitempty"`
+	Stream string    `json:"stream"`
+	Seq    int64     `json:"seq"`
+	Text   string    `json:"text"`
+	Time   time.Time `json:"time"`
+}
+
+type logPage struct {
+	Lines []logLineJSON `json:"lines"`
+	Next  string        `json:"next"`
+}
+
+// stepNames maps a job's step IDs to their names.
+func (s *Server) stepNames(ctx context.Context, jobID string) (map[string]string, error) {
+	steps, err := s.store.Steps().List(ctx, jobID)
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[string]string, len(steps))
+	for _, st := range steps {
+		m[st.ID] = st.Name
+	}
+	return m, nil
+}
+
+func logLimit(r *http.Request) (int, error) {
+	n, err := limitParam(r)
+	if err != nil {
+		return 0, err
+	}
+	if r.URL.Query().Get("limit") == "" {
+		n = maxLimit // logs come in big pages unless asked otherwise
+	}
+	return n, nil
+}
+
+// runLogCursor is a position in a run's log: after line seq of the stage
+// with index stage.
+type runLogCursor struct {
+	stage int
+	seq   int64
+}
+
+func (c runLogCursor) String() string {
+	return encodeCursor("l", strconv.Itoa(c.stage)+"."+strconv.FormatInt(c.seq, 10))
+}
+
+func parseRunLogCursor(s string) (runLogCursor, error) {
+	if s == "" {
+		return runLogCursor{stage: -1}, nil
+	}
+	v, ok := decodeCursor(s, "l")
+	a, b, ok2 := strings.Cut(v, ".")
+	stage, err1 := strconv.Atoi(a)
+	seq, err2 := strconv.ParseInt(b, 10, 64)
+	if !ok || !ok2 || err1 != nil || err2 != nil || seq < 0 {
+		return runLogCursor{}, invalidf("after %q is not a cursor of this run's log", s)
+	}
+	return runLogCursor{stage: stage, seq: seq}, nil
+}
+
+// runLogs answers the lines of a run after the cursor: stage by stage in
+// index order, each stage's lines by sequence. It moves on to the next
+// stage only once a stage is done and its lines are read, so a following
+// client sees every line once, in that order.
+func (s *Server) runLogs(w http.ResponseWriter, r *http.Request, _ *principal) error {
+	ctx := r.Context()
+	limit, err := logLimit(r)
+	if err != nil {
+		return err
+	}
+	cur, err := parseRunLogCursor(r.URL.Query().Get("after"))
+	if err != nil {
+		return err
+	}
+	runID := r.PathValue("id")
+	if _, err := s.store.Runs().Get(ctx, runID); err != nil {
+		return fmt.Errorf("run %q: %w", runID, err)
+	}
+	stages, err := s.store.Stages().List(ctx, runID)
+	if err != nil {
+		return err
+	}
+	jobs, err := s.jobsByStage(ctx, runID)
+	if err != nil {
+		return err
+	}
+	lines := []logLineJSON{}
+	for _, st := range stages {
+		if st.Index < cur.stage {
+			continue
+		}
+		if st.Index > cur.stage {
+			cur = runLogCursor{stage: st.Index}
+		}
+		j, ok := jobs[st.ID]
+		if !ok {
+			if st.Status.Done() {
+				continue
+			}
+			break
+		}
+		// Read the stage's status before its lines: a stage seen done has
+		// all its lines stored.
+		done := st.Status.Done()
+		got, err := s.store.Logs().Read(ctx, j.ID, cur.seq, limit-len(lines))
+		if err != nil {
+			return err
+		}
+		if len(got) > 0 {
+			names, err := s.stepNames(ctx, j.ID)
+			if err != nil {
+				return err
+			}
+			for _, l := range got {
+				lines = append(lines, logLineJSON{Stage: st.Name, Step: names[l.StepID], Stream: l.Stream, Seq: l.Seq, Text: l.Text, Time: l.Time.UTC()})
+			}
+			cur.seq = got[len(got)-1].Seq
+		}
+		if len(lines) >= limit || !done {
+			break
+		}
+	}
+	if cur.stage < 0 {
+		cur.stage = 0
+	}
+	writeJSON(w, http.StatusOK, logPage{Lines: lines, Next: cur.String()})
+	return nil
+}

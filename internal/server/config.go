@@ -1,0 +1,107 @@
+package server
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/goccy/go-yaml"
+	"github.com/spf13/pflag"
+)
+
+// Config is the server's configuration. Every field is a flag (--data-dir),
+// an environment variable (OXIDE_DATA_DIR) and a key of the config file
+// (data-dir), in that order of precedence.
+type Config struct {
+	DataDir      string
+	HTTPAddr     string
+	GRPCAddr     string
+	DatabaseURL  string // postgres://…; empty: SQLite in DataDir
+	NATSURL      string // nats://…; empty: NATS JetStream in-process
+	Agents       int    // in-process workers
+	AgentLabels  []string
+	HostOnly     bool // in-process workers run every job on the host
+	AgentTimeout time.Duration
+	Lease        time.Duration
+	LogLevel     string
+}
+
+// Flags declares the configuration's flags on fs, with their defaults.
+func (c *Config) Flags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.DataDir, "data-dir", "./oxide-data", "directory for the SQLite database, NATS store, keys and the admin token")
+	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8080", "address of the REST and WebSocket API")
+	fs.StringVar(&c.GRPCAddr, "grpc-addr", "127.0.0.1:9090", "address agents connect to")
+	fs.StringVar(&c.DatabaseURL, "database-url", "", "PostgreSQL URL (postgres://…); default SQLite in the data directory")
+	fs.StringVar(&c.NATSURL, "nats-url", "", "external NATS URL (nats://…); default NATS JetStream in-process")
+	fs.IntVar(&c.Agents, "agents", 1, "workers to run in the server's process (0: none, jobs wait for agents)")
+	fs.StringSliceVar(&c.AgentLabels, "agent-labels", nil, "labels of the in-process workers")
+	fs.BoolVar(&c.HostOnly, "host-only", false, "in-process workers run every job on the host, whatever environment it asks for")
+	fs.DurationVar(&c.AgentTimeout, "agent-timeout", 30*time.Second, "silence after which an agent is lost")
+	fs.DurationVar(&c.Lease, "lease", 30*time.Second, "how long a claimed job stays with a worker without a heartbeat")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+}
+
+// Load fills the flags that the command line did not set from the
+// environment (OXIDE_FLAG_NAME) and then from the config file, if any.
+func Load(fs *pflag.FlagSet, configFile string) error {
+	file := map[string]any{}
+	if configFile != "" {
+		b, err := os.ReadFile(configFile)
+		if err != nil {
+			return err
+		}
+		switch strings.ToLower(filepath.Ext(configFile)) {
+		case ".toml":
+			err = toml.Unmarshal(b, &file)
+		case ".yaml", ".yml", ".json":
+			err = yaml.Unmarshal(b, &file)
+		default:
+			err = fmt.Errorf("want a .toml, .yaml or .json file")
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", configFile, err)
+		}
+		for k := range file {
+			if fs.Lookup(k) == nil || k == "config" {
+				return fmt.Errorf("%s: unknown setting %q", configFile, k)
+			}
+		}
+	}
+	var errs []string
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Changed || f.Name == "config" {
+			return
+		}
+		env := "OXIDE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Sprintf("%s: %v", env, err))
+			}
+			return
+		}
+		if v, ok := file[f.Name]; ok {
+			if err := fs.Set(f.Name, fileValue(v)); err != nil {
+				errs = append(errs, fmt.Sprintf("%s: %s: %v", configFile, f.Name, err))
+			}
+		}
+	})
+	if len(errs) > 0 {
+		return fmt.Errorf("%s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// fileValue renders a config file value as its flag's text.
+func fileValue(v any) string {
+	if list, ok := v.([]any); ok {
+		parts := make([]string, len(list))
+		for i, x := range list {
+			parts[i] = fmt.Sprint(x)
+		}
+		return strings.Join(parts, ",")
+	}
+	return fmt.Sprint(v)
+}

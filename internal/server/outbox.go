@@ -1,0 +1,112 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"time"
+
+	"github.com/oxide-ci/oxide/internal/events"
+	"github.com/oxide-ci/oxide/internal/store"
+)
+
+// outbox adapts the store's outbox to the relay: it names each event's
+// subject and shapes its payload. Run and stage changes become the AsyncAPI
+// events of the reference spec (run.started.{pipeline}.{run}, …); every
+// other change is published on the control plane's own feed,
+// oxide.<aggregate>.<what happened>.<id>, with the changed row as payload.
+type outbox struct {
+	store store.Store
+}
+
+func (o outbox) Pending(ctx context.Context, limit int) ([]events.OutboxEvent, error) {
+	evs, err := o.store.Outbox().Pending(ctx, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]events.OutboxEvent, len(evs))
+	for i, ev := range evs {
+		subject, payload := publication(ev)
+		out[i] = events.OutboxEvent{ID: ev.ID, Subject: subject, Payload: payload, CreatedAt: ev.CreatedAt}
+	}
+	return out, nil
+}
+
+func (o outbox) MarkPublished(ctx context.Context, ids []string) error {
+	return o.store.Outbox().MarkPublished(ctx, ids...)
+}
+
+// publication returns the subject and payload of a stored event.
+func publication(ev store.Event) (string, []byte) {
+	what := strings.TrimPrefix(ev.Type, ev.Aggregate+".")
+	var subject string
+	var payload any
+	switch ev.Aggregate {
+	case "run":
+		var r store.Run
+		if json.Unmarshal(ev.Payload, &r) == nil {
+			subject, payload = runEvent(r, ev.CreatedAt)
+		}
+	case "stage":
+		var s store.Stage
+		if json.Unmarshal(ev.Payload, &s) == nil {
+			subject, payload = stageEvent(s, ev.CreatedAt)
+		}
+	}
+	if subject != "" {
+		if b, err := json.Marshal(payload); err == nil {
+			return subject, b
+		}
+	}
+	return "oxide." + events.Token(ev.Aggregate) + "." + events.Token(what) + "." + events.Token(ev.AggregateID), ev.Payload
+}
+
+func runEvent(r store.Run, at time.Time) (string, any) {
+	var t struct {
+		Event string `json:"event"`
+		Actor string `json:"actor"`
+	}
+	json.Unmarshal(r.Trigger, &t)
+	switch r.Status {
+	case store.RunQueued:
+		return events.RunQueuedSubject(r.PipelineID), events.RunQueued{
+			RunID: r.ID, PipelineID: r.PipelineID, RunNumber: r.Number, Trigger: t.Event,
+			GitRef: r.GitRef, GitSHA: r.GitSHA, QueuedAt: r.CreatedAt, QueuedBy: t.Actor,
+		}
+	case store.RunRunning:
+		started := at
+		if r.StartedAt != nil {
+			started = *r.StartedAt
+		}
+		return events.RunStartedSubject(r.PipelineID, r.ID), events.RunStarted{
+			RunID: r.ID, PipelineID: r.PipelineID, RunNumber: r.Number, StartedAt: started,
+		}
+	case store.RunCancelled:
+		return events.RunCancelledSubject(r.PipelineID, r.ID), events.RunCancelled{
+			RunID: r.ID, PipelineID: r.PipelineID, Reason: "user_requested", CancelledAt: at,
+		}
+	case store.RunSuccess, store.RunFailure, store.RunTimeout:
+		e := events.RunCompleted{RunID: r.ID, PipelineID: r.PipelineID, RunNumber: r.Number, Status: string(r.Status), CompletedAt: at}
+		if r.StartedAt != nil && r.FinishedAt != nil {
+			e.DurationMS = r.FinishedAt.Sub(*r.StartedAt).Milliseconds()
+		}
+		return events.RunCompletedSubject(r.PipelineID, r.ID), e
+	}
+	return "", nil
+}
+
+func stageEvent(s store.Stage, at time.Time) (string, any) {
+	switch {
+	case s.Status == store.StatusRunning:
+		return events.StageStartedSubject(s.RunID, s.Name), events.StageStarted{
+			RunID: s.RunID, StageName: s.Name, StageIndex: s.Index, StartedAt: at,
+		}
+	case s.Status.Done():
+		e := events.StageCompleted{RunID: s.RunID, StageName: s.Name, StageIndex: s.Index, Status: string(s.Status), CompletedAt: at}
+		if s.StartedAt != nil && s.FinishedAt != nil {
+			e.DurationMS = s.FinishedAt.Sub(*s.StartedAt).Milliseconds()
+		}
+		return events.StageCompletedSubject(s.RunID, s.Name), e
+	}
+	return "", nil
+}

@@ -1,0 +1,193 @@
+// Package worker runs claimed jobs: it claims as many jobs as it has free
+// slots, runs each with the runner in a fresh workspace, streams its logs
+// and step progress back in batches, renews its leases with heartbeats and
+// stops a job when the control plane cancels it. The server runs workers
+// in-process (oxide server --agents N); agents run the same loop over gRPC.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/oxide-ci/oxide/internal/environment/host"
+	"github.com/oxide-ci/oxide/internal/pipeline"
+	"github.com/oxide-ci/oxide/internal/runner"
+	"github.com/oxide-ci/oxide/internal/scheduler"
+	"github.com/oxide-ci/oxide/internal/store"
+)
+
+// Control is the control plane as a worker sees it: scheduler.Service in
+// the server's process.
+type Control interface {
+	Claim(ctx context.Context, workerID string, labels []string, limit int) ([]scheduler.Assignment, error)
+	Start(ctx context.Context, l store.Lease) error
+	StepUpdate(ctx context.Context, l store.Lease, index int, r runner.StepResult) error
+	AppendLogs(ctx context.Context, jobID, runID string, lines []store.LogLine) error
+	Finish(ctx context.Context, l store.Lease, res runner.JobResult) error
+	Heartbeat(ctx context.Context, workerID string) ([]string, error)
+	// Queued returns a channel closed when jobs are next queued.
+	Queued() <-chan struct{}
+	// OnCancel calls fn when the job is cancelled; unregister stops that.
+	OnCancel(jobID string, fn func(reason string)) (unregister func())
+}
+
+// ErrCancelled is the cause of a job stopped by the control plane.
+var ErrCancelled = errors.New("job cancelled")
+
+// Worker claims and runs jobs.
+type Worker struct {
+	ID          string
+	Labels      []string
+	Concurrency int           // jobs at once; default 1
+	Dir         string        // workspaces are made beneath it
+	Poll        time.Duration // claim interval when not woken; default 1s
+	Heartbeat   time.Duration // default 10s
+	Grace       time.Duration // between SIGTERM and SIGKILL of a cancelled step
+	// HostOnly runs every job on the host, whatever environment it asks for.
+	HostOnly bool
+	Control  Control
+	Logger   *slog.Logger
+}
+
+// Run claims and runs jobs until ctx is done, then waits for the jobs it
+// runs (they are cancelled with ctx).
+func (w *Worker) Run(ctx context.Context) error {
+	if w.Concurrency <= 0 {
+		w.Concurrency = 1
+	}
+	if w.Poll <= 0 {
+		w.Poll = time.Second
+	}
+	if w.Heartbeat <= 0 {
+		w.Heartbeat = 10 * time.Second
+	}
+	if w.Logger == nil {
+		w.Logger = slog.New(slog.DiscardHandler)
+	}
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		running = map[string]context.CancelCauseFunc{}
+		freed   = make(chan struct{}, w.Concurrency)
+	)
+	defer wg.Wait()
+	beat := time.NewTicker(w.Heartbeat)
+	defer beat.Stop()
+	poll := time.NewTimer(0)
+	defer poll.Stop()
+	for {
+		queued := w.Control.Queued()
+		mu.Lock()
+		free := w.Concurrency - len(running)
+		mu.Unlock()
+		if free > 0 {
+			as, err := w.Control.Claim(ctx, w.ID, w.Labels, free)
+			if err != nil && ctx.Err() == nil {
+				w.Logger.Error("claim", "err", err)
+			}
+			for _, a := range as {
+				jctx, cancel := context.WithCancelCause(ctx)
+				mu.Lock()
+				running[a.Job.ID] = cancel
+				mu.Unlock()
+				wg.Go(func() {
+					w.execute(jctx, cancel, a)
+					cancel(nil)
+					mu.Lock()
+					delete(running, a.Job.ID)
+					mu.Unlock()
+					freed <- struct{}{}
+				})
+			}
+		}
+		poll.Reset(w.Poll)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-queued:
+		case <-freed:
+		case <-poll.C:
+		case <-beat.C:
+			held, err := w.Control.Heartbeat(ctx, w.ID)
+			if err != nil {
+				w.Logger.Warn("heartbeat", "err", err)
+				continue
+			}
+			mu.Lock()
+			for id, cancel := range running {
+				if !contains(held, id) {
+					cancel(fmt.Errorf("%w: the lease was taken back", ErrCancelled))
+				}
+			}
+			mu.Unlock()
+		}
+	}
+}
+
+func contains(ids []string, id string) bool {
+	for _, x := range ids {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}
+
+// execute runs one assignment to its end and reports it.
+func (w *Worker) execute(ctx context.Context, cancel context.CancelCauseFunc, a scheduler.Assignment) {
+	l := a.Job.Lease()
+	log := w.Logger.With("job_id", a.Job.ID, "run_id", a.Job.RunID, "stage", a.Work.Stage)
+	unregister := w.Control.OnCancel(a.Job.ID, func(reason string) { cancel(fmt.Errorf("%w: %s", ErrCancelled, reason)) })
+	defer unregister()
+	// Reports must reach the control plane even when the job is cancelled.
+	rctx := context.WithoutCancel(ctx)
+	finish := func(res runner.JobResult) {
+		if err := w.Control.Finish(rctx, l, res); err != nil {
+			log.Error("finish", "err", err)
+		}
+	}
+	if err := scheduler.ResolveLocal(&a); err != nil {
+		finish(runner.JobResult{Status: runner.StatusFailure, Err: err})
+		return
+	}
+	env, err := w.environment(a.Environment)
+	if err != nil {
+		finish(runner.JobResult{Status: runner.StatusFailure, Err: err})
+		return
+	}
+	ws := filepath.Join(w.Dir, a.Job.ID)
+	if err := os.MkdirAll(ws, 0o755); err != nil {
+		finish(runner.JobResult{Status: runner.StatusFailure, Err: err})
+		return
+	}
+	defer os.RemoveAll(ws)
+	a.Work.Workspace = ws
+	if err := w.Control.Start(rctx, l); err != nil {
+		log.Warn("start", "err", err) // cancelled or taken back meanwhile
+		return
+	}
+	sink := newLogSink(rctx, w.Control, a, log)
+	defer env.Cleanup(rctx)
+	var res runner.JobResult
+	if err := env.Prepare(ctx); err != nil {
+		res = runner.JobResult{Status: runner.StatusFailure, Err: fmt.Errorf("prepare environment: %w", err)}
+	} else {
+		res = runner.Run(ctx, env, &a.Work, sink)
+	}
+	sink.close()
+	finish(res)
+}
+
+// environment returns where a job's steps run.
+func (w *Worker) environment(e *pipeline.Environment) (runner.Environment, error) {
+	if e != nil && e.Type != pipeline.EnvHost && !w.HostOnly {
+		return nil, fmt.Errorf("this worker cannot provide a %s environment (it runs steps on its host)", e.Type)
+	}
+	return host.New(host.Options{Grace: w.Grace}), nil
+}
