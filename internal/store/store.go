@@ -1,0 +1,680 @@
+// Package store is the control plane's persistence: small interfaces, one per
+// concern, implemented for SQLite (package sqlite, the embedded default) and
+// PostgreSQL (package postgres, for many servers sharing one database), and
+// checked by one conformance suite (package storetest) that both must pass.
+//
+// # Transactions and the outbox
+//
+// A Store hands out one interface per table group (Pipelines, Runs, Jobs, ...).
+// Every method is atomic. Called through the Store, a method runs in a
+// transaction of its own. Called through the Tx that InTx passes to its
+// function, it joins that transaction, so that several calls commit or roll
+// back together; a method that fails inside InTx leaves nothing behind (it runs
+// in a savepoint), so the caller may handle the error and go on.
+//
+// Every method that changes state appends its Event to the outbox in the same
+// transaction. The store writes the event itself, so no caller can forget it,
+// and an event exists if and only if its change was committed. An event's Type
+// is "<aggregate>.<what happened>": "job.<new state>", "run.<new status>",
+// "pipeline.created", ... (see each method), and its Payload is the row after
+// the change (before it, for deletions), encoded with the row type's JSON tags.
+// The relay reads Outbox.Pending, publishes each event with its ID as the
+// message ID (so that duplicates are dropped), and calls MarkPublished.
+// Pending lists the events about one aggregate in the order of its changes
+// (row locks serialize those). Callers add events of their own with
+// Outbox.Append, inside InTx to commit them with other changes.
+//
+// Not state changes, hence no events: log lines (Logs.Append; the server
+// streams them live itself), heartbeats and lease renewals, cache hits, audit
+// entries.
+//
+// # The job queue
+//
+// The queue is the jobs table itself, its queued rows in an index by priority
+// and age, so a state change is one row update. Jobs are claimed, not
+// dequeued: Claim moves queued jobs to assigned, with a worker, a lease and
+// the next attempt number, highest priority first, then oldest. On PostgreSQL the claim is one UPDATE over a SELECT … FOR UPDATE SKIP
+// LOCKED, so any number of servers claim concurrently and no job is handed out
+// twice; on SQLite every write transaction goes through one connection, so
+// claims are serialized. A Lease (job, worker, attempt) fences the later calls:
+// Start, Complete and Fail succeed only for the job's current lease, so a
+// worker whose lease expired, and whose job went back to the queue, cannot
+// touch the newer attempt. Workers keep their leases with Extend; expired
+// leases are requeued by RequeueExpired, until MaxAttempts is spent. So a job
+// runs twice only if its worker runs on after losing its lease, which Extend
+// tells it.
+//
+// # IDs and time
+//
+// IDs are random UUID strings (NewID) unless the caller sets them. Times are
+// UTC with microsecond precision. On PostgreSQL the database's clock stamps
+// rows and leases, so that servers whose clocks differ agree; on SQLite the
+// process's clock does.
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Errors that callers test with errors.Is. Drivers wrap them with detail.
+var (
+	// ErrNotFound reports that no row has the given ID or key, or that a
+	// row refers to one that does not exist (a run of an unknown pipeline).
+	ErrNotFound = errors.New("store: not found")
+	// ErrConflict reports a change that contradicts stored state: a name or
+	// key already taken, a change to something already finished, or a lease
+	// that is no longer the job's current one.
+	ErrConflict = errors.New("store: conflict")
+	// ErrInvalid reports an argument the store cannot accept: an unknown
+	// state, a malformed JSON document, a missing required field.
+	ErrInvalid = errors.New("store: invalid argument")
+)
+
+// Store is a database. Its methods are safe for concurrent use.
+type Store interface {
+	Tx
+	// InTx runs fn in one transaction, committed if fn returns nil and
+	// rolled back otherwise. fn must use only tx (not the Store) and only
+	// from one goroutine. InTx does not retry; on SQLite it holds the
+	// database's single writer while fn runs, so keep fn short.
+	InTx(ctx context.Context, fn func(tx Tx) error) error
+	// Close releases the database's connections.
+	Close() error
+}
+
+// Tx is the set of tables, seen either through a Store (every call commits on
+// its own) or inside InTx (calls share one transaction).
+type Tx interface {
+	Pipelines() Pipelines
+	Runs() Runs
+	Stages() Stages
+	Jobs() Jobs
+	Steps() Steps
+	Logs() Logs
+	Agents() Agents
+	Secrets() Secrets
+	Cache() Cache
+	Audit() Audit
+	Templates() Templates
+	Outbox() Outbox
+}
+
+// Pipeline is a stored pipeline definition.
+type Pipeline struct {
+	ID         string    `json:"id"`
+	Name       string    `json:"name"`                 // unique
+	Repository string    `json:"repository,omitempty"` // where the definition lives, if anywhere
+	Definition string    `json:"definition"`           // the YAML as written
+	CreatedAt  time.Time `json:"created_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
+}
+
+// Pipelines stores pipeline definitions. Events: pipeline.created,
+// pipeline.updated, pipeline.deleted.
+type Pipelines interface {
+	// Create stores p; ErrConflict if its name is taken.
+	Create(ctx context.Context, p Pipeline) (Pipeline, error)
+	Get(ctx context.Context, id string) (Pipeline, error)
+	GetByName(ctx context.Context, name string) (Pipeline, error)
+	// List returns all pipelines by name.
+	List(ctx context.Context) ([]Pipeline, error)
+	// Update replaces the name, repository and definition of pipeline p.ID.
+	Update(ctx context.Context, p Pipeline) (Pipeline, error)
+	// Delete deletes a pipeline with its runs and everything under them.
+	Delete(ctx context.Context, id string) error
+}
+
+// RunStatus is the status of a run.
+type RunStatus string
+
+// Run statuses. A run starts queued; waiting means waiting for an approval.
+const (
+	RunQueued    RunStatus = "queued"
+	RunRunning   RunStatus = "running"
+	RunWaiting   RunStatus = "waiting"
+	RunSuccess   RunStatus = "success"
+	RunFailure   RunStatus = "failure"
+	RunCancelled RunStatus = "cancelled"
+	RunTimeout   RunStatus = "timeout"
+)
+
+// Valid reports whether s is one of the run statuses.
+func (s RunStatus) Valid() bool {
+	switch s {
+	case RunQueued, RunRunning, RunWaiting, RunSuccess, RunFailure, RunCancelled, RunTimeout:
+		return true
+	}
+	return false
+}
+
+// Done reports whether s is final.
+func (s RunStatus) Done() bool {
+	switch s {
+	case RunSuccess, RunFailure, RunCancelled, RunTimeout:
+		return true
+	}
+	return false
+}
+
+// Run is one execution of a pipeline.
+type Run struct {
+	ID         string          `json:"id"`
+	PipelineID string          `json:"pipeline_id"`
+	Number     int             `json:"run_number"` // 1, 2, … per pipeline
+	Status     RunStatus       `json:"status"`
+	Trigger    json.RawMessage `json:"trigger,omitempty"` // what started it; opaque to the store
+	GitRef     string          `json:"git_ref,omitempty"`
+	GitSHA     string          `json:"git_sha,omitempty"`
+	CreatedAt  time.Time       `json:"created_at"`
+	StartedAt  *time.Time      `json:"started_at,omitempty"`
+	FinishedAt *time.Time      `json:"finished_at,omitempty"`
+}
+
+// RunFilter selects runs; zero fields match everything.
+type RunFilter struct {
+	PipelineID string
+	Status     RunStatus
+	Limit      int // 0: no limit
+	Offset     int
+}
+
+// Runs stores runs. Events: run.<status> on every change of status, including
+// creation (run.queued).
+type Runs interface {
+	// Create stores r with the next run number of its pipeline: 1, 2, …
+	// without gaps or duplicates, however many servers create runs at once.
+	// Status defaults to queued. ErrNotFound if the pipeline does not exist.
+	Create(ctx context.Context, r Run) (Run, error)
+	Get(ctx context.Context, id string) (Run, error)
+	GetByNumber(ctx context.Context, pipelineID string, number int) (Run, error)
+	// List returns runs newest first.
+	List(ctx context.Context, f RunFilter) ([]Run, error)
+	// SetStatus changes a run's status, stamping StartedAt when it first
+	// runs and FinishedAt when it is done. A done run's status is final:
+	// ErrConflict.
+	SetStatus(ctx context.Context, id string, status RunStatus) (Run, error)
+}
+
+// Status is the status of a stage instance or a step.
+type Status string
+
+// Stage and step statuses.
+const (
+	StatusPending   Status = "pending"
+	StatusRunning   Status = "running"
+	StatusWaiting   Status = "waiting"
+	StatusSuccess   Status = "success"
+	StatusFailure   Status = "failure"
+	StatusSkipped   Status = "skipped"
+	StatusCancelled Status = "cancelled"
+	StatusTimeout   Status = "timeout"
+)
+
+// Valid reports whether s is one of the statuses.
+func (s Status) Valid() bool {
+	return s == StatusPending || s == StatusRunning || s == StatusWaiting || s.Done()
+}
+
+// Done reports whether s is final.
+func (s Status) Done() bool {
+	switch s {
+	case StatusSuccess, StatusFailure, StatusSkipped, StatusCancelled, StatusTimeout:
+		return true
+	}
+	return false
+}
+
+// Stage is a stage instance: one node of a run's DAG (a matrix stage has one
+// per combination), executed as one job.
+type Stage struct {
+	ID         string          `json:"id"`
+	RunID      string          `json:"run_id"`
+	Index      int             `json:"index"` // position in the run, unique per run
+	Name       string          `json:"name"`
+	Matrix     json.RawMessage `json:"matrix,omitempty"` // this instance's combination
+	Status     Status          `json:"status"`
+	CreatedAt  time.Time       `json:"created_at"`
+	StartedAt  *time.Time      `json:"started_at,omitempty"`
+	FinishedAt *time.Time      `json:"finished_at,omitempty"`
+}
+
+// Stages stores stage instances. Events: stage.<status> on every change,
+// including creation.
+type Stages interface {
+	// Create stores stages (status pending unless set). ErrNotFound if a
+	// run does not exist; ErrConflict if an index is taken.
+	Create(ctx context.Context, stages ...Stage) ([]Stage, error)
+	Get(ctx context.Context, id string) (Stage, error)
+	// List returns a run's stages by index.
+	List(ctx context.Context, runID string) ([]Stage, error)
+	// SetStatus is like Runs.SetStatus.
+	SetStatus(ctx context.Context, id string, status Status) (Stage, error)
+}
+
+// JobState is the state of a job.
+type JobState string
+
+// Job states. pending: waiting for its dependencies; queued: claimable;
+// assigned: claimed by a worker; running: started by it; the rest are final.
+const (
+	JobPending   JobState = "pending"
+	JobQueued    JobState = "queued"
+	JobAssigned  JobState = "assigned"
+	JobRunning   JobState = "running"
+	JobSucceeded JobState = "succeeded"
+	JobFailed    JobState = "failed"
+	JobCancelled JobState = "cancelled"
+	JobTimeout   JobState = "timeout"
+)
+
+// Valid reports whether s is one of the job states.
+func (s JobState) Valid() bool {
+	switch s {
+	case JobPending, JobQueued, JobAssigned, JobRunning:
+		return true
+	}
+	return s.Done()
+}
+
+// Done reports whether s is final.
+func (s JobState) Done() bool {
+	switch s {
+	case JobSucceeded, JobFailed, JobCancelled, JobTimeout:
+		return true
+	}
+	return false
+}
+
+// DefaultMaxAttempts is a job's MaxAttempts when Enqueue gets 0.
+const DefaultMaxAttempts = 3
+
+// Job is the unit that one agent executes: a stage instance of a run, or a
+// job submitted directly.
+type Job struct {
+	ID          string          `json:"id"`
+	RunID       string          `json:"run_id,omitempty"`   // empty for a job submitted directly
+	StageID     string          `json:"stage_id,omitempty"` // the stage instance it executes
+	Name        string          `json:"name"`
+	Spec        json.RawMessage `json:"spec,omitempty"`   // what to run; opaque to the store
+	Labels      []string        `json:"labels,omitempty"` // a worker needs all of them to claim the job
+	Priority    int             `json:"priority"`         // higher first
+	State       JobState        `json:"state"`
+	Attempt     int             `json:"attempt"` // claims so far: the current one's number while assigned or running
+	MaxAttempts int             `json:"max_attempts"`
+	WorkerID    string          `json:"worker_id,omitempty"` // the holder while assigned or running; who ran it, once done
+	LeaseUntil  *time.Time      `json:"lease_until,omitempty"`
+	ExitCode    *int            `json:"exit_code,omitempty"`
+	Error       string          `json:"error,omitempty"` // why the last attempt failed, or why it was cancelled
+	CreatedAt   time.Time       `json:"created_at"`
+	QueuedAt    *time.Time      `json:"queued_at,omitempty"`
+	StartedAt   *time.Time      `json:"started_at,omitempty"`
+	FinishedAt  *time.Time      `json:"finished_at,omitempty"`
+}
+
+// Lease returns the job's current lease.
+func (j Job) Lease() Lease { return Lease{JobID: j.ID, WorkerID: j.WorkerID, Attempt: j.Attempt} }
+
+// Lease names one claim of a job: only the current lease may start, complete
+// or fail it.
+type Lease struct {
+	JobID    string `json:"job_id"`
+	WorkerID string `json:"worker_id"`
+	Attempt  int    `json:"attempt"`
+}
+
+// Result is how an attempt ended, reported by the worker holding its lease.
+type Result struct {
+	Lease
+	State    JobState // succeeded, failed, timeout or cancelled
+	ExitCode *int
+	Error    string
+}
+
+// JobFilter selects jobs; zero fields match everything.
+type JobFilter struct {
+	RunID    string
+	State    JobState
+	WorkerID string
+	Limit    int // 0: no limit
+	Offset   int
+}
+
+// Jobs stores jobs and is the job queue. Events: job.<state> on every change
+// of state, including creation (job.queued or job.pending).
+type Jobs interface {
+	// Enqueue stores jobs as one batch and returns them as stored. State
+	// must be queued (the default) or pending: a pending job is not claimed
+	// until Queue. MaxAttempts defaults to DefaultMaxAttempts.
+	Enqueue(ctx context.Context, jobs ...Job) ([]Job, error)
+	Get(ctx context.Context, id string) (Job, error)
+	// List returns jobs oldest first.
+	List(ctx context.Context, f JobFilter) ([]Job, error)
+	// Count returns the number of jobs in a state.
+	Count(ctx context.Context, state JobState) (int, error)
+	// Queue makes pending jobs claimable and returns them; jobs that are
+	// not pending are left alone and not returned.
+	Queue(ctx context.Context, ids ...string) ([]Job, error)
+	// Claim assigns to workerID up to limit queued jobs whose labels are
+	// all among labels, highest priority first, then longest queued, and
+	// returns them in that order: each with the next attempt number and a
+	// lease of the given duration. Concurrent claims never return the same
+	// job.
+	Claim(ctx context.Context, workerID string, labels []string, limit int, lease time.Duration) ([]Job, error)
+	// Start marks an assigned job running. ErrConflict if l is not the
+	// job's current lease of an assigned job.
+	Start(ctx context.Context, l Lease) (Job, error)
+	// Extend renews, to the given duration from now, the leases of all jobs
+	// that workerID holds (a worker's heartbeat), and returns their IDs: a
+	// job of the worker that is missing was taken from it.
+	Extend(ctx context.Context, workerID string, lease time.Duration) ([]string, error)
+	// Complete records the outcome of attempts, as one batch, and returns
+	// the jobs it completed. A result whose lease is no longer current (its
+	// job was requeued, cancelled or completed already) changes nothing and
+	// its job is not returned.
+	Complete(ctx context.Context, results ...Result) ([]Job, error)
+	// Fail ends an attempt that failed for a reason outside the job (the
+	// worker lost its workspace, or shut down): the job is queued again if
+	// attempts remain, else it fails with reason. ErrConflict if l is not
+	// current.
+	Fail(ctx context.Context, l Lease, reason string) (Job, error)
+	// RequeueExpired does what Fail does to every assigned or running job
+	// whose lease has expired, and returns those jobs.
+	RequeueExpired(ctx context.Context) ([]Job, error)
+	// Cancel cancels a job that is not done (ErrConflict if it is). The
+	// job keeps its WorkerID, so that the server can stop the worker.
+	Cancel(ctx context.Context, id, reason string) (Job, error)
+}
+
+// Step is one step of a job.
+type Step struct {
+	ID         string            `json:"id"`
+	JobID      string            `json:"job_id"`
+	Index      int               `json:"index"` // position in the job, unique per job
+	Name       string            `json:"name"`
+	Key        string            `json:"key,omitempty"` // the step's id in the pipeline: steps.<key>.outputs
+	Status     Status            `json:"status"`
+	ExitCode   *int              `json:"exit_code,omitempty"`
+	Outputs    map[string]string `json:"outputs,omitempty"`
+	CreatedAt  time.Time         `json:"created_at"`
+	StartedAt  *time.Time        `json:"started_at,omitempty"`
+	FinishedAt *time.Time        `json:"finished_at,omitempty"`
+}
+
+// StepUpdate changes a step: its status always, its exit code and outputs
+// when set.
+type StepUpdate struct {
+	Status   Status
+	ExitCode *int
+	Outputs  map[string]string
+}
+
+// Steps stores the steps of jobs. Events: step.<status> on every change,
+// including creation.
+type Steps interface {
+	// Create stores steps (status pending unless set). ErrNotFound if a job
+	// does not exist; ErrConflict if an index is taken.
+	Create(ctx context.Context, steps ...Step) ([]Step, error)
+	Get(ctx context.Context, id string) (Step, error)
+	// List returns a job's steps by index.
+	List(ctx context.Context, jobID string) ([]Step, error)
+	// Update applies u, stamping times as Runs.SetStatus does. A done
+	// step's status is final: ErrConflict.
+	Update(ctx context.Context, id string, u StepUpdate) (Step, error)
+}
+
+// LogLine is one line of a job's output.
+type LogLine struct {
+	Seq    int64     `json:"seq"` // per job, increasing, set by the agent
+	StepID string    `json:"step_id,omitempty"`
+	Stream string    `json:"stream"` // stdout, stderr or system
+	Text   string    `json:"text"`
+	Time   time.Time `json:"time"`
+}
+
+// Logs stores job output. No events: the server streams lines itself.
+type Logs interface {
+	// Append stores lines of a job and returns how many it stored: lines
+	// whose Seq is stored already are dropped, so an agent that reconnects
+	// may resend what was not acknowledged. ErrNotFound if the job does not
+	// exist.
+	Append(ctx context.Context, jobID string, lines []LogLine) (int, error)
+	// Read returns up to limit (0: all) lines of a job with Seq > after, by
+	// Seq.
+	Read(ctx context.Context, jobID string, after int64, limit int) ([]LogLine, error)
+}
+
+// AgentStatus is the status of an agent.
+type AgentStatus string
+
+// Agent statuses. lost: it stopped sending heartbeats.
+const (
+	AgentOnline   AgentStatus = "online"
+	AgentBusy     AgentStatus = "busy"
+	AgentDraining AgentStatus = "draining"
+	AgentOffline  AgentStatus = "offline"
+	AgentLost     AgentStatus = "lost"
+)
+
+// Valid reports whether s is one of the agent statuses.
+func (s AgentStatus) Valid() bool {
+	switch s {
+	case AgentOnline, AgentBusy, AgentDraining, AgentOffline, AgentLost:
+		return true
+	}
+	return false
+}
+
+// Agent is a registered worker.
+type Agent struct {
+	ID              string      `json:"id"`
+	Name            string      `json:"name"`
+	Labels          []string    `json:"labels,omitempty"`
+	Status          AgentStatus `json:"status"`
+	Version         string      `json:"version,omitempty"`
+	OS              string      `json:"os,omitempty"`
+	Arch            string      `json:"arch,omitempty"`
+	Capacity        int         `json:"capacity"` // jobs it runs at once
+	LastHeartbeatAt *time.Time  `json:"last_heartbeat_at,omitempty"`
+	RegisteredAt    time.Time   `json:"registered_at"`
+}
+
+// Agents stores workers. Events: agent.registered, agent.<status> on a
+// change of status, agent.deleted.
+type Agents interface {
+	// Register stores an agent, online, or updates the one with the same
+	// ID (an agent registering again after a restart keeps its identity
+	// and RegisteredAt). Capacity defaults to 1.
+	Register(ctx context.Context, a Agent) (Agent, error)
+	Get(ctx context.Context, id string) (Agent, error)
+	// List returns all agents by name.
+	List(ctx context.Context) ([]Agent, error)
+	// Heartbeat stamps LastHeartbeatAt with the current time. No event.
+	Heartbeat(ctx context.Context, id string) error
+	SetStatus(ctx context.Context, id string, status AgentStatus) (Agent, error)
+	// MarkLost marks lost the online, busy and draining agents whose last
+	// heartbeat (Register counts as one) is older than silence, and returns
+	// them.
+	// Their jobs are not touched: those go back to the queue when their
+	// leases expire.
+	MarkLost(ctx context.Context, silence time.Duration) ([]Agent, error)
+	Delete(ctx context.Context, id string) error
+}
+
+// SecretScope is what a secret belongs to.
+type SecretScope string
+
+// Secret scopes.
+const (
+	ScopeOrganization SecretScope = "organization"
+	ScopeProject      SecretScope = "project"
+	ScopePipeline     SecretScope = "pipeline"
+)
+
+// SecretKey names a secret.
+type SecretKey struct {
+	Scope   SecretScope `json:"scope"`
+	ScopeID string      `json:"scope_id,omitempty"` // the project or pipeline; empty for the organization
+	Name    string      `json:"name"`
+}
+
+// Secret is an encrypted secret. The store never sees plaintext: encryption
+// happens above it.
+type Secret struct {
+	SecretKey
+	Ciphertext []byte    `json:"-"` // never in events
+	CreatedAt  time.Time `json:"created_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
+}
+
+// Secrets stores encrypted secrets. Events: secret.saved, secret.deleted,
+// without the ciphertext.
+type Secrets interface {
+	// Put creates or replaces the secret at s.SecretKey.
+	Put(ctx context.Context, s Secret) (Secret, error)
+	Get(ctx context.Context, k SecretKey) (Secret, error)
+	// List returns the secrets of one scope by name, without ciphertext.
+	List(ctx context.Context, scope SecretScope, scopeID string) ([]Secret, error)
+	Delete(ctx context.Context, k SecretKey) error
+}
+
+// CacheEntry records a cache archive held in the object store.
+type CacheEntry struct {
+	Scope      string     `json:"scope"` // who may restore it, e.g. a pipeline ID
+	Key        string     `json:"key"`
+	Size       int64      `json:"size_bytes"`
+	Path       string     `json:"path"` // the object's key in the object store
+	CreatedAt  time.Time  `json:"created_at"`
+	LastUsedAt time.Time  `json:"last_used_at"`
+	ExpiresAt  *time.Time `json:"expires_at,omitempty"`
+}
+
+// Cache stores cache entries. Events: cache.saved, cache.deleted.
+type Cache interface {
+	// Put creates or replaces the entry at (e.Scope, e.Key).
+	Put(ctx context.Context, e CacheEntry) (CacheEntry, error)
+	// Find returns, for the first of keys that matches, the entry with that
+	// exact key or else the newest entry whose key starts with it (the way
+	// restore-keys work), ignoring expired entries, and stamps its
+	// LastUsedAt. ErrNotFound when no key matches.
+	Find(ctx context.Context, scope string, keys ...string) (CacheEntry, error)
+	// List returns all entries, least recently used first: eviction order.
+	List(ctx context.Context) ([]CacheEntry, error)
+	Delete(ctx context.Context, scope, key string) error
+	// DeleteExpired deletes the expired entries and returns them, so that
+	// the caller deletes their objects.
+	DeleteExpired(ctx context.Context) ([]CacheEntry, error)
+}
+
+// AuditEntry is one line of the audit log.
+type AuditEntry struct {
+	ID           int64           `json:"id"` // increasing
+	Time         time.Time       `json:"time"`
+	Actor        string          `json:"actor"`  // a user, token or agent
+	Action       string          `json:"action"` // e.g. "secret.put"
+	ResourceType string          `json:"resource_type,omitempty"`
+	ResourceID   string          `json:"resource_id,omitempty"`
+	Details      json.RawMessage `json:"details,omitempty"`
+}
+
+// AuditFilter selects audit entries; zero fields match everything.
+type AuditFilter struct {
+	Actor        string
+	ResourceType string
+	ResourceID   string
+	Before       int64 // only entries with a smaller ID: the next page
+	Limit        int   // 0: no limit
+}
+
+// Audit is the audit log: entries are appended, never changed.
+type Audit interface {
+	// Record appends e; ID and Time are set by the store.
+	Record(ctx context.Context, e AuditEntry) (AuditEntry, error)
+	// List returns entries newest first.
+	List(ctx context.Context, f AuditFilter) ([]AuditEntry, error)
+}
+
+// Template is a job template: a job spec with typed parameters.
+type Template struct {
+	ID          string          `json:"id"`
+	Name        string          `json:"name"` // unique
+	Description string          `json:"description,omitempty"`
+	Version     int             `json:"version"` // 1, then +1 on every update
+	Spec        json.RawMessage `json:"spec,omitempty"`
+	Parameters  json.RawMessage `json:"parameters,omitempty"`
+	CreatedAt   time.Time       `json:"created_at"`
+	UpdatedAt   time.Time       `json:"updated_at"`
+}
+
+// Templates stores job templates. Events: template.created,
+// template.updated, template.deleted.
+type Templates interface {
+	// Create stores t; ErrConflict if its name is taken.
+	Create(ctx context.Context, t Template) (Template, error)
+	Get(ctx context.Context, id string) (Template, error)
+	GetByName(ctx context.Context, name string) (Template, error)
+	// List returns all templates by name.
+	List(ctx context.Context) ([]Template, error)
+	// Update replaces the name, description, spec and parameters of
+	// template t.ID and increments its version.
+	Update(ctx context.Context, t Template) (Template, error)
+	Delete(ctx context.Context, id string) error
+}
+
+// Event is an outbox entry: a state change to publish.
+type Event struct {
+	ID          string          `json:"id"`           // unique: the message ID for deduplication
+	Type        string          `json:"type"`         // e.g. "job.assigned"
+	Aggregate   string          `json:"aggregate"`    // the kind of thing that changed, e.g. "job"
+	AggregateID string          `json:"aggregate_id"` // which one
+	Payload     json.RawMessage `json:"payload"`
+	CreatedAt   time.Time       `json:"created_at"` // set by the store
+}
+
+// NewEvent returns an event with a new ID and payload encoded as JSON.
+func NewEvent(aggregate, aggregateID, typ string, payload any) (Event, error) {
+	b, err := json.Marshal(payload)
+	if err != nil {
+		return Event{}, fmt.Errorf("%w: event %s: %w", ErrInvalid, typ, err)
+	}
+	return Event{ID: NewID(), Type: typ, Aggregate: aggregate, AggregateID: aggregateID, Payload: b}, nil
+}
+
+// Outbox holds events until the relay has published them.
+type Outbox interface {
+	// Append adds events of the caller's own (ID defaults to a new one).
+	// Call it on a Tx to commit them with other changes.
+	Append(ctx context.Context, events ...Event) error
+	// Pending returns up to limit (0: all) unpublished events, oldest
+	// first. Relays on several servers may publish an event twice; the
+	// message ID makes the copy harmless.
+	Pending(ctx context.Context, limit int) ([]Event, error)
+	// MarkPublished marks events published; unknown IDs are ignored.
+	MarkPublished(ctx context.Context, ids ...string) error
+	// Prune deletes the events published before t and returns how many.
+	Prune(ctx context.Context, before time.Time) (int, error)
+}
+
+// NewID returns a random (version 4) UUID.
+func NewID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never fails
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	var s [36]byte
+	hex.Encode(s[0:8], b[0:4])
+	s[8] = '-'
+	hex.Encode(s[9:13], b[4:6])
+	s[13] = '-'
+	hex.Encode(s[14:18], b[6:8])
+	s[18] = '-'
+	hex.Encode(s[19:23], b[8:10])
+	s[23] = '-'
+	hex.Encode(s[24:], b[10:])
+	return string(s[:])
+}
