@@ -95,7 +95,6 @@ func (s *Service) advance(ctx context.Context, tx store.Tx, runID string) error 
 		return err
 	}
 	var values map[string]any // expression values, loaded when a gate needs them
-	queued := false
 	for _, n := range st.rg.graph.Nodes {
 		sg, job := st.stages[n.Index], st.jobs[n.Index]
 		if sg.Status != store.StatusPending || job.State != store.JobPending || !depsDone(st, n) {
@@ -129,7 +128,6 @@ func (s *Service) advance(ctx context.Context, tx store.Tx, runID string) error 
 				return err
 			}
 			st.jobs[n.Index].State = store.JobQueued
-			queued = true
 		case plan.AwaitApproval:
 			if st.stages[n.Index], err = tx.Stages().SetStatus(ctx, sg.ID, store.StatusWaiting); err != nil {
 				return err
@@ -144,7 +142,7 @@ func (s *Service) advance(ctx context.Context, tx store.Tx, runID string) error 
 			}
 		}
 	}
-	return s.settle(ctx, tx, st, queued)
+	return s.settle(ctx, tx, st)
 }
 
 func depsDone(st *runState, n *plan.Node) bool {
@@ -178,11 +176,11 @@ func (s *Service) endStage(ctx context.Context, tx store.Tx, st *runState, n *pl
 	return nil
 }
 
-// settle sets the run's status from its stages: running once work is
-// queued, waiting while only approvals are pending, and its final status
-// when every stage is done.
-func (s *Service) settle(ctx context.Context, tx store.Tx, st *runState, queued bool) error {
-	done, waiting, active, bad := true, false, queued, false
+// settle sets the run's status from its stages: running once a job has
+// started (or an approved stage is on its way), waiting while only
+// approvals are pending, and its final status when every stage is done.
+func (s *Service) settle(ctx context.Context, tx store.Tx, st *runState) error {
+	done, waiting, active, bad := true, false, false, false
 	failed := st.failed()
 	for i, sg := range st.stages {
 		switch {
@@ -190,9 +188,8 @@ func (s *Service) settle(ctx context.Context, tx store.Tx, st *runState, queued 
 			waiting, done = true, false
 		case !sg.Status.Done():
 			done = false
-			if st.jobs[i].State != store.JobPending {
-				active = true
-			}
+			j := st.jobs[i].State
+			active = active || sg.Status == store.StatusRunning || j == store.JobAssigned || j == store.JobRunning
 		case failed[i] && sg.Status != store.StatusSkipped:
 			bad = true
 		}
@@ -207,6 +204,8 @@ func (s *Service) settle(ctx context.Context, tx store.Tx, st *runState, queued 
 		want = store.RunRunning
 	case waiting:
 		want = store.RunWaiting
+	case st.run.Status == store.RunWaiting: // between stages after an approval
+		want = store.RunRunning
 	}
 	if want == st.run.Status {
 		return nil

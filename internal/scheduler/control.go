@@ -96,7 +96,7 @@ func (s *Service) Approve(ctx context.Context, runID, stage string, approve bool
 			return fmt.Errorf("%w: no stage %q of run %s waits for an approval", store.ErrConflict, stage, runID)
 		}
 		if approve {
-			return s.settle(ctx, tx, st, true)
+			return s.settle(ctx, tx, st)
 		}
 		return s.advance(ctx, tx, runID) // dependents of a rejected stage
 	})

@@ -3,6 +3,7 @@ package scheduler
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -32,6 +33,9 @@ type StepSecret = secretRef
 // returns them ready to run. A job whose secrets cannot be resolved is
 // finished as failed, with the reason, instead of being returned.
 func (s *Service) Claim(ctx context.Context, workerID string, labels []string, limit int) ([]Assignment, error) {
+	if a, err := s.store.Agents().Get(ctx, workerID); err == nil && a.Status != store.AgentOnline && a.Status != store.AgentBusy {
+		return nil, nil // draining, offline or lost: no new work
+	}
 	jobs, err := s.store.Jobs().Claim(ctx, workerID, labels, limit, s.lease)
 	if err != nil {
 		return nil, err
@@ -214,6 +218,9 @@ func (s *Service) AppendLogs(ctx context.Context, jobID, runID string, lines []s
 // Heartbeat renews the leases of a worker's jobs and returns the IDs it
 // still holds: a job it runs that is missing was cancelled or taken away.
 func (s *Service) Heartbeat(ctx context.Context, workerID string) ([]string, error) {
+	if err := s.store.Agents().Heartbeat(ctx, workerID); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
 	return s.store.Jobs().Extend(ctx, workerID, s.lease)
 }
 
@@ -299,4 +306,10 @@ func (s *Service) failFast(ctx context.Context, tx store.Tx, st *runState, faile
 		}
 	}
 	return held, nil
+}
+
+// Register records a worker as an agent, online, so that it is listed and
+// can be drained.
+func (s *Service) Register(ctx context.Context, a store.Agent) (store.Agent, error) {
+	return s.store.Agents().Register(ctx, a)
 }

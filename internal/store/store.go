@@ -102,6 +102,7 @@ type Tx interface {
 	Cache() Cache
 	Audit() Audit
 	Templates() Templates
+	Tokens() Tokens
 	Outbox() Outbox
 }
 
@@ -430,9 +431,9 @@ type Steps interface {
 
 // LogLine is one line of a job's output.
 type LogLine struct {
-	Seq    int64     `json:"seq"` // per job, increasing, set by the agent
-	StepID string    `json:"step_id,omitempty"`
-	Stream string    `json:"stream"` // stdout, stderr or system
+	Seq    int64     `json:"seq"`               // per job, increasing, set by the agent
+	StepID string    `json:"step_id,omitempty"` // the step's Key: its id in the pipeline
+	Stream string    `json:"stream"`            // stdout, stderr or system
 	Text   string    `json:"text"`
 	Time   time.Time `json:"time"`
 }
@@ -624,6 +625,31 @@ type Templates interface {
 	// template t.ID and increments its version.
 	Update(ctx context.Context, t Template) (Template, error)
 	Delete(ctx context.Context, id string) error
+}
+
+// APIToken is a bearer token of the API. The store keeps only its hash.
+type APIToken struct {
+	ID         string     `json:"id"`
+	Name       string     `json:"name"` // unique
+	Role       string     `json:"role"` // viewer, developer or admin
+	Hash       string     `json:"-"`    // SHA-256 hex of the token; unique; never in events
+	CreatedAt  time.Time  `json:"created_at"`
+	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
+}
+
+// Tokens stores API tokens. Events: token.created, token.deleted (without
+// the hash).
+type Tokens interface {
+	// Create stores t with CreatedAt now and no LastUsedAt. ErrConflict if
+	// its name or hash is taken; ErrInvalid on an unknown role or a missing
+	// name or hash.
+	Create(ctx context.Context, t APIToken) (APIToken, error)
+	GetByHash(ctx context.Context, hash string) (APIToken, error)
+	// List returns all tokens by name.
+	List(ctx context.Context) ([]APIToken, error)
+	Delete(ctx context.Context, id string) error
+	// Touch sets LastUsedAt to at. No event.
+	Touch(ctx context.Context, id string, at time.Time) error
 }
 
 // Event is an outbox entry: a state change to publish.

@@ -278,7 +278,7 @@ func (s *Server) stepNames(ctx context.Context, jobID string) (map[string]string
 	}
 	m := make(map[string]string, len(steps))
 	for _, st := range steps {
-		m[st.ID] = st.Name
+		m[st.Key] = st.Name // log lines name their step by its key
 	}
 	return m, nil
 }

@@ -140,13 +140,13 @@ func seedRun(t *testing.T, b *bundle) (runID string, jobIDs []string) {
 	}
 	now := time.Now()
 	if _, err := b.store.Logs().Append(ctx, jobIDs[0], []store.LogLine{
-		{Seq: 1, StepID: steps[0].ID, Stream: "system", Text: "b1", Time: now},
-		{Seq: 2, StepID: steps[1].ID, Stream: "stdout", Text: "b2", Time: now},
-		{Seq: 3, StepID: steps[1].ID, Stream: "stderr", Text: "b3", Time: now},
+		{Seq: 1, StepID: steps[0].Key, Stream: "system", Text: "b1", Time: now},
+		{Seq: 2, StepID: steps[1].Key, Stream: "stdout", Text: "b2", Time: now},
+		{Seq: 3, StepID: steps[1].Key, Stream: "stderr", Text: "b3", Time: now},
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.store.Logs().Append(ctx, jobIDs[1], []store.LogLine{{Seq: 1, StepID: steps[2].ID, Stream: "stdout", Text: "t1", Time: now}}); err != nil {
+	if _, err := b.store.Logs().Append(ctx, jobIDs[1], []store.LogLine{{Seq: 1, StepID: steps[2].Key, Stream: "stdout", Text: "t1", Time: now}}); err != nil {
 		t.Fatal(err)
 	}
 	for _, set := range []struct {

@@ -318,6 +318,85 @@ func (t audit) List(ctx context.Context, f store.AuditFilter) (es []store.AuditE
 	return es, err
 }
 
+type tokens struct{ *conn }
+
+const tokenCols = `id, name, role, hash, created_at, last_used_at`
+
+func scanToken(r pgx.Row) (store.APIToken, error) {
+	var t store.APIToken
+	err := r.Scan(&t.ID, &t.Name, &t.Role, &t.Hash, &t.CreatedAt, &t.LastUsedAt)
+	return t, err
+}
+
+func validToken(t store.APIToken) error {
+	switch t.Role {
+	case "viewer", "developer", "admin":
+	default:
+		return fmt.Errorf("%w: token role %q", store.ErrInvalid, t.Role)
+	}
+	if t.Name == "" || t.Hash == "" {
+		return fmt.Errorf("%w: token needs a name and a hash", store.ErrInvalid)
+	}
+	return nil
+}
+
+func (t tokens) Create(ctx context.Context, tok store.APIToken) (store.APIToken, error) {
+	if err := validToken(tok); err != nil {
+		return tok, err
+	}
+	if tok.ID == "" {
+		tok.ID = store.NewID()
+	}
+	var out store.APIToken
+	err := t.write(ctx, func(q querier) (err error) {
+		out, err = scanToken(q.QueryRow(ctx, `INSERT INTO api_tokens (id, name, role, hash, created_at)
+			VALUES ($1, $2, $3, $4, now()) RETURNING `+tokenCols, tok.ID, tok.Name, tok.Role, tok.Hash))
+		if err != nil {
+			return err
+		}
+		return emitOne(ctx, q, "token", out.ID, "created", out)
+	})
+	return out, err
+}
+
+func (t tokens) GetByHash(ctx context.Context, hash string) (tok store.APIToken, err error) {
+	err = t.read(ctx, func(q querier) error {
+		tok, err = scanToken(q.QueryRow(ctx, `SELECT `+tokenCols+` FROM api_tokens WHERE hash = $1`, hash))
+		return err
+	})
+	return tok, err
+}
+
+func (t tokens) List(ctx context.Context) (toks []store.APIToken, err error) {
+	err = t.read(ctx, func(q querier) error {
+		rows, err := q.Query(ctx, `SELECT `+tokenCols+` FROM api_tokens ORDER BY name`)
+		toks, err = all(rows, err, scanToken)
+		return err
+	})
+	return toks, err
+}
+
+func (t tokens) Delete(ctx context.Context, id string) error {
+	return t.write(ctx, func(q querier) error {
+		tok, err := scanToken(q.QueryRow(ctx, `DELETE FROM api_tokens WHERE id = $1 RETURNING `+tokenCols, id))
+		if err != nil {
+			return err
+		}
+		return emitOne(ctx, q, "token", tok.ID, "deleted", tok)
+	})
+}
+
+func (t tokens) Touch(ctx context.Context, id string, at time.Time) error {
+	at = at.UTC().Truncate(time.Microsecond)
+	return t.write(ctx, func(q querier) error {
+		tag, err := q.Exec(ctx, `UPDATE api_tokens SET last_used_at = $2 WHERE id = $1`, id, at)
+		if err == nil && tag.RowsAffected() == 0 {
+			return store.ErrNotFound
+		}
+		return err
+	})
+}
+
 type outbox struct{ *conn }
 
 func (t outbox) Append(ctx context.Context, evs ...store.Event) error {

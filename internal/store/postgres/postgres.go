@@ -160,6 +160,7 @@ func (c *conn) Secrets() store.Secrets     { return secrets{c} }
 func (c *conn) Cache() store.Cache         { return cache{c} }
 func (c *conn) Audit() store.Audit         { return audit{c} }
 func (c *conn) Templates() store.Templates { return templates{c} }
+func (c *conn) Tokens() store.Tokens       { return tokens{c} }
 func (c *conn) Outbox() store.Outbox       { return outbox{c} }
 
 // read runs fn on the open transaction, or on a pooled connection.

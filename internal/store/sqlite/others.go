@@ -331,6 +331,87 @@ func (t audit) List(ctx context.Context, f store.AuditFilter) (es []store.AuditE
 	return es, err
 }
 
+type tokens struct{ *conn }
+
+const tokenCols = `id, name, role, hash, created_at, last_used_at`
+
+func scanToken(r scanner) (store.APIToken, error) {
+	var t store.APIToken
+	err := r.Scan(&t.ID, &t.Name, &t.Role, &t.Hash, timeCol{&t.CreatedAt}, nullTimeCol{&t.LastUsedAt})
+	return t, err
+}
+
+func validToken(t store.APIToken) error {
+	switch t.Role {
+	case "viewer", "developer", "admin":
+	default:
+		return fmt.Errorf("%w: token role %q", store.ErrInvalid, t.Role)
+	}
+	if t.Name == "" || t.Hash == "" {
+		return fmt.Errorf("%w: token needs a name and a hash", store.ErrInvalid)
+	}
+	return nil
+}
+
+func (t tokens) Create(ctx context.Context, tok store.APIToken) (store.APIToken, error) {
+	if err := validToken(tok); err != nil {
+		return tok, err
+	}
+	if tok.ID == "" {
+		tok.ID = store.NewID()
+	}
+	var out store.APIToken
+	err := t.write(ctx, func(q querier, now time.Time) (err error) {
+		out, err = scanToken(q.QueryRowContext(ctx, `INSERT INTO api_tokens (id, name, role, hash, created_at)
+			VALUES (?, ?, ?, ?, ?) RETURNING `+tokenCols, tok.ID, tok.Name, tok.Role, tok.Hash, ts(now)))
+		if err != nil {
+			return err
+		}
+		return emitOne(ctx, q, now, "token", out.ID, "created", out)
+	})
+	return out, err
+}
+
+func (t tokens) GetByHash(ctx context.Context, hash string) (tok store.APIToken, err error) {
+	err = t.read(func(q querier) error {
+		tok, err = scanToken(q.QueryRowContext(ctx, `SELECT `+tokenCols+` FROM api_tokens WHERE hash = ?`, hash))
+		return err
+	})
+	return tok, err
+}
+
+func (t tokens) List(ctx context.Context) (toks []store.APIToken, err error) {
+	err = t.read(func(q querier) error {
+		rows, err := q.QueryContext(ctx, `SELECT `+tokenCols+` FROM api_tokens ORDER BY name`)
+		toks, err = all(rows, err, scanToken)
+		return err
+	})
+	return toks, err
+}
+
+func (t tokens) Delete(ctx context.Context, id string) error {
+	return t.write(ctx, func(q querier, now time.Time) error {
+		tok, err := scanToken(q.QueryRowContext(ctx, `DELETE FROM api_tokens WHERE id = ? RETURNING `+tokenCols, id))
+		if err != nil {
+			return err
+		}
+		return emitOne(ctx, q, now, "token", tok.ID, "deleted", tok)
+	})
+}
+
+func (t tokens) Touch(ctx context.Context, id string, at time.Time) error {
+	return t.write(ctx, func(q querier, now time.Time) error {
+		res, err := q.ExecContext(ctx, `UPDATE api_tokens SET last_used_at = ? WHERE id = ?`, ts(at), id)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return cmpOr(err, store.ErrNotFound)
+		}
+		return nil
+	})
+}
+
 type outbox struct{ *conn }
 
 func (t outbox) Append(ctx context.Context, evs ...store.Event) error {

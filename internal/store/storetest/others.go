@@ -124,6 +124,72 @@ func testSecrets(t *testing.T, open OpenFunc) {
 	equal(t, eventTypes(t, st, "organization//TOKEN"), []string{"secret.saved", "secret.saved", "secret.deleted"})
 }
 
+func testTokens(t *testing.T, open OpenFunc) {
+	ctx := context.Background()
+	st := openStore(t, open)
+	ts := st.Tokens()
+	const hash1 = "1f0c9b8e5d4a3f2e1d0c9b8a7f6e5d4c3b2a1f0e9d8c7b6a5f4e3d2c1b0a9f8e"
+	const hash2 = "2e1d0c9b8a7f6e5d4c3b2a1f0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d"
+
+	tok, err := ts.Create(ctx, store.APIToken{Name: "deploy-bot", Role: "developer", Hash: hash1})
+	noErr(t, err)
+	if tok.ID == "" || tok.Name != "deploy-bot" || tok.Role != "developer" || tok.Hash != hash1 || tok.LastUsedAt != nil {
+		t.Fatalf("created %+v", tok)
+	}
+	fresh(t, "CreatedAt", tok.CreatedAt)
+	_, err = ts.Create(ctx, store.APIToken{Name: "deploy-bot", Role: "viewer", Hash: hash2})
+	wantErr(t, err, store.ErrConflict)
+	_, err = ts.Create(ctx, store.APIToken{Name: "other", Role: "viewer", Hash: hash1})
+	wantErr(t, err, store.ErrConflict)
+	_, err = ts.Create(ctx, store.APIToken{Name: "root", Role: "owner", Hash: hash2})
+	wantErr(t, err, store.ErrInvalid)
+	_, err = ts.Create(ctx, store.APIToken{Name: "root", Role: "admin"})
+	wantErr(t, err, store.ErrInvalid)
+
+	got, err := ts.GetByHash(ctx, hash1)
+	noErr(t, err)
+	equal(t, got, tok)
+	_, err = ts.GetByHash(ctx, hash2)
+	wantErr(t, err, store.ErrNotFound)
+
+	admin, err := ts.Create(ctx, store.APIToken{Name: "admin", Role: "admin", Hash: hash2})
+	noErr(t, err)
+	list, err := ts.List(ctx)
+	noErr(t, err)
+	equal(t, list, []store.APIToken{admin, tok})
+
+	at := time.Date(2030, 1, 2, 3, 4, 5, 123456789, time.FixedZone("X", 3600))
+	noErr(t, ts.Touch(ctx, tok.ID, at))
+	got, err = ts.GetByHash(ctx, hash1)
+	noErr(t, err)
+	want := tok
+	want.LastUsedAt = ptr(at.UTC().Truncate(time.Microsecond))
+	equal(t, got, want)
+	wantErr(t, ts.Touch(ctx, "no-such-token", at), store.ErrNotFound)
+
+	noErr(t, ts.Delete(ctx, tok.ID))
+	_, err = ts.GetByHash(ctx, hash1)
+	wantErr(t, err, store.ErrNotFound)
+	wantErr(t, ts.Delete(ctx, tok.ID), store.ErrNotFound)
+	wantErr(t, ts.Touch(ctx, tok.ID, at), store.ErrNotFound)
+	list, err = ts.List(ctx)
+	noErr(t, err)
+	equal(t, list, []store.APIToken{admin})
+
+	// Touch is no event; the events carry no hash.
+	equal(t, eventTypes(t, st, tok.ID), []string{"token.created", "token.deleted"})
+	var payload map[string]any
+	lastPayload(t, st, tok.ID, "token.deleted", &payload)
+	if payload["id"] != tok.ID || payload["name"] != "deploy-bot" || payload["role"] != "developer" {
+		t.Fatalf("token.deleted payload %v", payload)
+	}
+	for _, e := range pending(t, st) {
+		if bytes.Contains(e.Payload, []byte(hash1)) || bytes.Contains(e.Payload, []byte(hash2)) || bytes.Contains(e.Payload, []byte("hash")) {
+			t.Fatalf("event %s carries the hash: %s", e.Type, e.Payload)
+		}
+	}
+}
+
 func testCache(t *testing.T, open OpenFunc) {
 	ctx := context.Background()
 	st := openStore(t, open)

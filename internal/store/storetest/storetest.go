@@ -29,6 +29,7 @@ func Run(t *testing.T, newDB func(t *testing.T) OpenFunc) {
 		"RunNumbers":         testRunNumbers,
 		"StagesAndSteps":     testStagesAndSteps,
 		"Templates":          testTemplates,
+		"Tokens":             testTokens,
 		"ClaimOrder":         testClaimOrder,
 		"ClaimLabels":        testClaimLabels,
 		"JobLifecycle":       testJobLifecycle,

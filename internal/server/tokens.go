@@ -1,0 +1,61 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"github.com/oxide-ci/oxide/internal/server/api"
+	"github.com/oxide-ci/oxide/internal/store"
+)
+
+// tokens adapts the store's API tokens to the API's TokenStore. Errors pass
+// through unchanged: they wrap the store's sentinels, which the API maps.
+type tokens struct {
+	store store.Store
+}
+
+var _ api.TokenStore = tokens{}
+
+func (t tokens) Create(ctx context.Context, tok api.Token) (api.Token, error) {
+	out, err := t.store.Tokens().Create(ctx, toStoreToken(tok))
+	if err != nil {
+		return api.Token{}, err
+	}
+	return fromStoreToken(out), nil
+}
+
+func (t tokens) GetByHash(ctx context.Context, hash string) (api.Token, error) {
+	out, err := t.store.Tokens().GetByHash(ctx, hash)
+	if err != nil {
+		return api.Token{}, err
+	}
+	return fromStoreToken(out), nil
+}
+
+func (t tokens) List(ctx context.Context) ([]api.Token, error) {
+	all, err := t.store.Tokens().List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Token, len(all))
+	for i, tok := range all {
+		out[i] = fromStoreToken(tok)
+	}
+	return out, nil
+}
+
+func (t tokens) Delete(ctx context.Context, id string) error {
+	return t.store.Tokens().Delete(ctx, id)
+}
+
+func (t tokens) Touch(ctx context.Context, id string, at time.Time) error {
+	return t.store.Tokens().Touch(ctx, id, at)
+}
+
+func toStoreToken(t api.Token) store.APIToken {
+	return store.APIToken{ID: t.ID, Name: t.Name, Role: string(t.Role), Hash: t.Hash, CreatedAt: t.CreatedAt, LastUsedAt: t.LastUsedAt}
+}
+
+func fromStoreToken(t store.APIToken) api.Token {
+	return api.Token{ID: t.ID, Name: t.Name, Role: api.Role(t.Role), Hash: t.Hash, CreatedAt: t.CreatedAt, LastUsedAt: t.LastUsedAt}
+}
