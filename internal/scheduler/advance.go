@@ -17,8 +17,26 @@ type runState struct {
 	jobs   []store.Job   // by node index
 }
 
+// inRun runs fn in a transaction that holds run runID's lock from its
+// start (none for a job outside a run). Every transaction that changes a
+// run's stages or jobs takes the run's lock before any other row of the
+// run, here or in load, so that servers sharing a database take turns on a
+// run and never deadlock over its rows.
+func (s *Service) inRun(ctx context.Context, runID string, fn func(tx store.Tx) error) error {
+	return s.store.InTx(ctx, func(tx store.Tx) error {
+		if runID != "" {
+			if _, err := tx.Runs().Lock(ctx, runID); err != nil {
+				return err
+			}
+		}
+		return fn(tx)
+	})
+}
+
+// load reads a run's state inside tx, locking the run first so that no
+// other server changes it until tx ends.
 func (s *Service) load(ctx context.Context, tx store.Tx, runID string) (*runState, error) {
-	run, err := tx.Runs().Get(ctx, runID)
+	run, err := tx.Runs().Lock(ctx, runID)
 	if err != nil {
 		return nil, err
 	}

@@ -159,7 +159,11 @@ func ResolveLocal(a *Assignment) error {
 
 // Start marks a claimed job running, with its stage and run.
 func (s *Service) Start(ctx context.Context, l store.Lease) error {
-	return s.store.InTx(ctx, func(tx store.Tx) error {
+	job, err := s.store.Jobs().Get(ctx, l.JobID)
+	if err != nil {
+		return err
+	}
+	return s.inRun(ctx, job.RunID, func(tx store.Tx) error {
 		j, err := tx.Jobs().Start(ctx, l)
 		if err != nil || j.StageID == "" {
 			return err
@@ -241,8 +245,12 @@ func (s *Service) Finish(ctx context.Context, l store.Lease, res runner.JobResul
 			}
 		}
 	}
+	job, err := s.store.Jobs().Get(ctx, l.JobID)
+	if err != nil {
+		return err
+	}
 	var cancelled []store.Job
-	err := s.store.InTx(ctx, func(tx store.Tx) error {
+	err = s.inRun(ctx, job.RunID, func(tx store.Tx) error {
 		done, err := tx.Jobs().Complete(ctx, result)
 		if err != nil || len(done) == 0 || done[0].RunID == "" {
 			return err

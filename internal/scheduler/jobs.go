@@ -34,8 +34,11 @@ func (s *Service) SubmitJob(ctx context.Context, spec jobspec.Spec, actor string
 // CancelJob cancels a job that is not done and tells its worker. A job of a
 // run ends its stage as cancelled, and the run goes on as after a failure.
 func (s *Service) CancelJob(ctx context.Context, id, actor string) (store.Job, error) {
-	var j store.Job
-	err := s.store.InTx(ctx, func(tx store.Tx) (err error) {
+	j, err := s.store.Jobs().Get(ctx, id)
+	if err != nil {
+		return store.Job{}, err
+	}
+	err = s.inRun(ctx, j.RunID, func(tx store.Tx) (err error) {
 		if j, err = tx.Jobs().Cancel(ctx, id, "cancelled by "+actor); err != nil || j.RunID == "" {
 			return err
 		}

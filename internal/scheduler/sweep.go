@@ -25,7 +25,7 @@ func (s *Service) Sweep(ctx context.Context) error {
 		if j.RunID == "" {
 			continue
 		}
-		err := s.store.InTx(ctx, func(tx store.Tx) error {
+		err := s.inRun(ctx, j.RunID, func(tx store.Tx) error {
 			if _, err := tx.Stages().SetStatus(ctx, j.StageID, stageStatus(j.State)); ignoreConflict(err) != nil {
 				return err
 			}

@@ -26,7 +26,7 @@ func (o outbox) Pending(ctx context.Context, limit int) ([]events.OutboxEvent, e
 	}
 	out := make([]events.OutboxEvent, len(evs))
 	for i, ev := range evs {
-		subject, payload := publication(ev)
+		subject, payload := o.publication(ctx, ev)
 		out[i] = events.OutboxEvent{ID: ev.ID, Subject: subject, Payload: payload, CreatedAt: ev.CreatedAt}
 	}
 	return out, nil
@@ -37,7 +37,7 @@ func (o outbox) MarkPublished(ctx context.Context, ids []string) error {
 }
 
 // publication returns the subject and payload of a stored event.
-func publication(ev store.Event) (string, []byte) {
+func (o outbox) publication(ctx context.Context, ev store.Event) (string, []byte) {
 	what := strings.TrimPrefix(ev.Type, ev.Aggregate+".")
 	var subject string
 	var payload any
@@ -45,7 +45,7 @@ func publication(ev store.Event) (string, []byte) {
 	case "run":
 		var r store.Run
 		if json.Unmarshal(ev.Payload, &r) == nil {
-			subject, payload = runEvent(r, ev.CreatedAt)
+			subject, payload = o.runEvent(ctx, r, ev.CreatedAt)
 		}
 	case "stage":
 		var s store.Stage
@@ -61,16 +61,23 @@ func publication(ev store.Event) (string, []byte) {
 	return "oxide." + events.Token(ev.Aggregate) + "." + events.Token(what) + "." + events.Token(ev.AggregateID), ev.Payload
 }
 
-func runEvent(r store.Run, at time.Time) (string, any) {
+// runEvent shapes a run's change as its AsyncAPI event, with what the
+// payloads ask beyond the run's row: the pipeline's name, the agent that
+// took its first job, and the count of stages passed and failed.
+func (o outbox) runEvent(ctx context.Context, r store.Run, at time.Time) (string, any) {
 	var t struct {
 		Event string `json:"event"`
 		Actor string `json:"actor"`
 	}
 	json.Unmarshal(r.Trigger, &t)
+	var name string
+	if p, err := o.store.Pipelines().Get(ctx, r.PipelineID); err == nil {
+		name = p.Name
+	}
 	switch r.Status {
 	case store.RunQueued:
 		return events.RunQueuedSubject(r.PipelineID), events.RunQueued{
-			RunID: r.ID, PipelineID: r.PipelineID, RunNumber: r.Number, Trigger: t.Event,
+			RunID: r.ID, PipelineID: r.PipelineID, PipelineName: name, RunNumber: r.Number, Trigger: t.Event,
 			GitRef: r.GitRef, GitSHA: r.GitSHA, QueuedAt: r.CreatedAt, QueuedBy: t.Actor,
 		}
 	case store.RunRunning:
@@ -78,17 +85,34 @@ func runEvent(r store.Run, at time.Time) (string, any) {
 		if r.StartedAt != nil {
 			started = *r.StartedAt
 		}
-		return events.RunStartedSubject(r.PipelineID, r.ID), events.RunStarted{
-			RunID: r.ID, PipelineID: r.PipelineID, RunNumber: r.Number, StartedAt: started,
+		e := events.RunStarted{RunID: r.ID, PipelineID: r.PipelineID, PipelineName: name, RunNumber: r.Number, StartedAt: started}
+		if jobs, err := o.store.Jobs().List(ctx, store.JobFilter{RunID: r.ID}); err == nil {
+			for _, j := range jobs {
+				if j.WorkerID != "" {
+					e.AgentID = j.WorkerID
+					break
+				}
+			}
 		}
+		return events.RunStartedSubject(r.PipelineID, r.ID), e
 	case store.RunCancelled:
 		return events.RunCancelledSubject(r.PipelineID, r.ID), events.RunCancelled{
 			RunID: r.ID, PipelineID: r.PipelineID, Reason: "user_requested", CancelledAt: at,
 		}
 	case store.RunSuccess, store.RunFailure, store.RunTimeout:
-		e := events.RunCompleted{RunID: r.ID, PipelineID: r.PipelineID, RunNumber: r.Number, Status: string(r.Status), CompletedAt: at}
+		e := events.RunCompleted{RunID: r.ID, PipelineID: r.PipelineID, PipelineName: name, RunNumber: r.Number, Status: string(r.Status), CompletedAt: at}
 		if r.StartedAt != nil && r.FinishedAt != nil {
 			e.DurationMS = r.FinishedAt.Sub(*r.StartedAt).Milliseconds()
+		}
+		if stages, err := o.store.Stages().List(ctx, r.ID); err == nil {
+			for _, s := range stages {
+				switch s.Status {
+				case store.StatusSuccess:
+					e.StagesPassed++
+				case store.StatusFailure, store.StatusTimeout, store.StatusCancelled:
+					e.StagesFailed++
+				}
+			}
 		}
 		return events.RunCompletedSubject(r.PipelineID, r.ID), e
 	}

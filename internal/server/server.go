@@ -59,10 +59,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 		return fmt.Errorf("nats stream: %w", err)
 	}
 	relay := natsbus.NewRelay(js, outbox{st}, natsbus.RelayConfig{Logger: log})
-	if err := relay.Start(ctx); err != nil {
+	if err := relay.Start(context.WithoutCancel(ctx)); err != nil {
 		return err
 	}
 	defer relay.Stop()
+	defer drainOutbox(st, relay, 10*time.Second)
 
 	key, err := secrets.LoadKey(cfg.DataDir, os.Getenv("OXIDE_SECRET_KEY"))
 	if err != nil {
@@ -144,7 +145,7 @@ func connectNATS(ctx context.Context, cfg Config, log *slog.Logger) (*nats.Conn,
 		if err != nil {
 			return nil, nil, err
 		}
-		return nc, func() { nc.Drain() }, nil
+		return nc, func() { closeConn(nc) }, nil
 	}
 	emb, err := natsbus.StartEmbedded(ctx, cfg.DataDir, natsbus.EmbeddedConfig{})
 	if err != nil {
@@ -155,7 +156,41 @@ func connectNATS(ctx context.Context, cfg Config, log *slog.Logger) (*nats.Conn,
 		emb.Shutdown()
 		return nil, nil, err
 	}
-	return nc, func() { nc.Drain(); emb.Shutdown() }, nil
+	return nc, func() { closeConn(nc); emb.Shutdown() }, nil
+}
+
+// closeConn drains nc and waits, a few seconds at most, until it is closed.
+func closeConn(nc *nats.Conn) {
+	closed := make(chan struct{})
+	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := nc.Drain(); err != nil {
+		nc.Close()
+		return
+	}
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		nc.Close()
+	}
+}
+
+// drainOutbox lets the relay publish what the outbox still holds, for at
+// most timeout: the last state changes reach NATS before the server stops.
+func drainOutbox(st store.Store, relay *natsbus.Relay, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for {
+		pending, err := st.Outbox().Pending(ctx, 1)
+		if err != nil || len(pending) == 0 {
+			return
+		}
+		relay.Notify()
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // startWorkers runs cfg.Agents workers in this process; the channel closes

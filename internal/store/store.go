@@ -103,6 +103,7 @@ type Tx interface {
 	Audit() Audit
 	Templates() Templates
 	Tokens() Tokens
+	BootstrapTokens() BootstrapTokens
 	Outbox() Outbox
 }
 
@@ -196,6 +197,12 @@ type Runs interface {
 	GetByNumber(ctx context.Context, pipelineID string, number int) (Run, error)
 	// List returns runs newest first.
 	List(ctx context.Context, f RunFilter) ([]Run, error)
+	// Lock reads a run and, inside InTx, holds it until the transaction
+	// ends: a transaction that changes a run's stages and jobs takes the
+	// lock first, so that two servers never advance one run at once (each
+	// sees what the other committed). On SQLite, where write transactions
+	// run one at a time, it is a read.
+	Lock(ctx context.Context, id string) (Run, error)
 	// SetStatus changes a run's status, stamping StartedAt when it first
 	// runs and FinishedAt when it is done. A done run's status is final:
 	// ErrConflict.
@@ -650,6 +657,37 @@ type Tokens interface {
 	Delete(ctx context.Context, id string) error
 	// Touch sets LastUsedAt to at. No event.
 	Touch(ctx context.Context, id string, at time.Time) error
+}
+
+// BootstrapToken is a one-time token with which an agent registers: it is
+// spent on the first attempt, whatever the outcome, and expires unspent. The
+// store keeps only its hash.
+type BootstrapToken struct {
+	ID        string     `json:"id"`
+	Hash      string     `json:"-"`                    // SHA-256 hex of the token; unique; never in events
+	Labels    []string   `json:"labels,omitempty"`     // given to the agent that registers with it
+	CreatedBy string     `json:"created_by,omitempty"` // who made it: an API token's name, a provider
+	CreatedAt time.Time  `json:"created_at"`
+	ExpiresAt time.Time  `json:"expires_at"`
+	UsedAt    *time.Time `json:"used_at,omitempty"`
+	UsedBy    string     `json:"used_by,omitempty"` // the ID of the agent it was spent for
+}
+
+// BootstrapTokens stores the bootstrap tokens of agents. Events:
+// bootstrap_token.created, bootstrap_token.spent (without the hash).
+type BootstrapTokens interface {
+	// Create stores t with CreatedAt now and ExpiresAt ttl later (the
+	// database's clock, as leases). ErrInvalid without a hash or with a ttl
+	// that is not positive; ErrConflict if the hash is taken.
+	Create(ctx context.Context, t BootstrapToken, ttl time.Duration) (BootstrapToken, error)
+	// Spend marks the token with the hash used, by agentID, and returns it.
+	// Of any number of concurrent calls (on any number of servers) one
+	// wins. ErrNotFound if no token has the hash; ErrConflict, with the
+	// token as stored, if it is spent already (UsedAt is set) or expired
+	// (UsedAt is not), in which case it is left as it is.
+	Spend(ctx context.Context, hash, agentID string) (BootstrapToken, error)
+	// List returns all tokens, newest first.
+	List(ctx context.Context) ([]BootstrapToken, error)
 }
 
 // Event is an outbox entry: a state change to publish.

@@ -149,19 +149,20 @@ type conn struct {
 	tx pgx.Tx
 }
 
-func (c *conn) Pipelines() store.Pipelines { return pipelines{c} }
-func (c *conn) Runs() store.Runs           { return runs{c} }
-func (c *conn) Stages() store.Stages       { return stages{c} }
-func (c *conn) Jobs() store.Jobs           { return jobs{c} }
-func (c *conn) Steps() store.Steps         { return steps{c} }
-func (c *conn) Logs() store.Logs           { return logs{c} }
-func (c *conn) Agents() store.Agents       { return agents{c} }
-func (c *conn) Secrets() store.Secrets     { return secrets{c} }
-func (c *conn) Cache() store.Cache         { return cache{c} }
-func (c *conn) Audit() store.Audit         { return audit{c} }
-func (c *conn) Templates() store.Templates { return templates{c} }
-func (c *conn) Tokens() store.Tokens       { return tokens{c} }
-func (c *conn) Outbox() store.Outbox       { return outbox{c} }
+func (c *conn) Pipelines() store.Pipelines             { return pipelines{c} }
+func (c *conn) Runs() store.Runs                       { return runs{c} }
+func (c *conn) Stages() store.Stages                   { return stages{c} }
+func (c *conn) Jobs() store.Jobs                       { return jobs{c} }
+func (c *conn) Steps() store.Steps                     { return steps{c} }
+func (c *conn) Logs() store.Logs                       { return logs{c} }
+func (c *conn) Agents() store.Agents                   { return agents{c} }
+func (c *conn) Secrets() store.Secrets                 { return secrets{c} }
+func (c *conn) Cache() store.Cache                     { return cache{c} }
+func (c *conn) Audit() store.Audit                     { return audit{c} }
+func (c *conn) Templates() store.Templates             { return templates{c} }
+func (c *conn) Tokens() store.Tokens                   { return tokens{c} }
+func (c *conn) BootstrapTokens() store.BootstrapTokens { return bootstrapTokens{c} }
+func (c *conn) Outbox() store.Outbox                   { return outbox{c} }
 
 // read runs fn on the open transaction, or on a pooled connection.
 func (c *conn) read(ctx context.Context, fn func(q querier) error) error {

@@ -139,6 +139,14 @@ func (t runs) Get(ctx context.Context, id string) (r store.Run, err error) {
 	return r, err
 }
 
+func (t runs) Lock(ctx context.Context, id string) (r store.Run, err error) {
+	err = t.write(ctx, func(q querier) error {
+		r, err = scanRun(q.QueryRow(ctx, `SELECT `+runCols+` FROM runs WHERE id = $1 FOR UPDATE`, id))
+		return err
+	})
+	return r, err
+}
+
 func (t runs) GetByNumber(ctx context.Context, pipelineID string, number int) (r store.Run, err error) {
 	err = t.read(ctx, func(q querier) error {
 		r, err = scanRun(q.QueryRow(ctx, `SELECT `+runCols+` FROM runs WHERE pipeline_id = $1 AND run_number = $2`, pipelineID, number))

@@ -153,6 +153,10 @@ func (t runs) Get(ctx context.Context, id string) (r store.Run, err error) {
 	return r, err
 }
 
+func (t runs) Lock(ctx context.Context, id string) (store.Run, error) {
+	return t.Get(ctx, id) // write transactions are serialized already
+}
+
 func (t runs) GetByNumber(ctx context.Context, pipelineID string, number int) (r store.Run, err error) {
 	err = t.read(func(q querier) error {
 		r, err = scanRun(q.QueryRowContext(ctx, `SELECT `+runCols+` FROM runs WHERE pipeline_id = ? AND run_number = ?`, pipelineID, number))

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/oxide-ci/oxide/internal/store"
 )
@@ -186,6 +187,51 @@ func testRunNumbers(t *testing.T, open OpenFunc) {
 		if n != i+1 {
 			t.Fatalf("run numbers %v: want 1..%d", numbers, len(stores)*goroutines*each)
 		}
+	}
+}
+
+// testRunLock checks that a run locked in one store's transaction is not
+// locked by another store's transaction before the first one ends.
+func testRunLock(t *testing.T, open OpenFunc) {
+	ctx := context.Background()
+	a, b := openStore(t, open), openStore(t, open)
+	p, err := a.Pipelines().Create(ctx, store.Pipeline{Name: "p"})
+	noErr(t, err)
+	r, err := a.Runs().Create(ctx, store.Run{PipelineID: p.ID})
+	noErr(t, err)
+
+	var (
+		mu    sync.Mutex
+		order []string
+		wg    sync.WaitGroup
+	)
+	note := func(s string) { mu.Lock(); order = append(order, s); mu.Unlock() }
+	err = a.InTx(ctx, func(tx store.Tx) error {
+		if _, err := tx.Runs().Lock(ctx, r.ID); err != nil {
+			return err
+		}
+		note("a locked")
+		wg.Go(func() {
+			err := b.InTx(ctx, func(tx store.Tx) error {
+				_, err := tx.Runs().Lock(ctx, r.ID)
+				note("b locked")
+				return err
+			})
+			if err != nil {
+				t.Error(err)
+			}
+		})
+		time.Sleep(200 * time.Millisecond) // time enough for b to take the lock, were it free
+		note("a commits")
+		return nil
+	})
+	noErr(t, err)
+	wg.Wait()
+	if !slices.Equal(order, []string{"a locked", "a commits", "b locked"}) {
+		t.Errorf("order %v: b locked the run while a held it", order)
+	}
+	if got, err := a.Runs().Lock(ctx, r.ID); err != nil || got.ID != r.ID {
+		t.Errorf("Lock outside a transaction: %+v, %v", got, err)
 	}
 }
 
