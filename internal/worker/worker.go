@@ -30,6 +30,8 @@ type Control interface {
 	StepUpdate(ctx context.Context, l store.Lease, index int, r runner.StepResult) error
 	AppendLogs(ctx context.Context, jobID, runID string, lines []store.LogLine) error
 	Finish(ctx context.Context, l store.Lease, res runner.JobResult) error
+	// FailLease hands a job back, unfinished, for its next attempt.
+	FailLease(ctx context.Context, l store.Lease, reason string) error
 	Heartbeat(ctx context.Context, workerID string) ([]string, error)
 	// Queued returns a channel closed when jobs are next queued.
 	Queued() <-chan struct{}
@@ -181,6 +183,14 @@ func (w *Worker) execute(ctx context.Context, cancel context.CancelCauseFunc, a 
 		res = runner.Run(ctx, env, &a.Work, sink)
 	}
 	sink.close()
+	if ctx.Err() != nil && !errors.Is(context.Cause(ctx), ErrCancelled) {
+		// The worker is shutting down: the job is not done, it goes back
+		// to the queue for its next attempt.
+		if err := w.Control.FailLease(rctx, l, "worker "+w.ID+" shut down"); err != nil {
+			log.Error("hand back", "err", err)
+		}
+		return
+	}
 	finish(res)
 }
 
