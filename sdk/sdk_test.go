@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/oxide-ci/oxide/internal/testkit"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -498,9 +499,9 @@ func TestFollowLogs(t *testing.T) {
 	// While FollowLogs runs: more lines, then the last ones, written just
 	// before the run ends: FollowLogs must read them after it sees it done.
 	go func() {
-		waitFor(t, func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.polls >= 2 })
+		testkit.WaitFor(t, 10*time.Second, "the condition", func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.polls >= 2 })
 		f.add("four")
-		waitFor(t, func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.polls >= 4 })
+		testkit.WaitFor(t, 10*time.Second, "the condition", func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.polls >= 4 })
 		f.add("five", "six")
 		f.mu.Lock()
 		f.status = sdk.RunFailure
@@ -652,18 +653,6 @@ func TestSubscribeRefused(t *testing.T) {
 	_, err = sdk.New(srv.URL, "wrong").Subscribe(context.Background(), []string{"x"})
 	if !errors.Is(err, sdk.ErrUnauthorized) {
 		t.Errorf("error %v, want unauthorized", err)
-	}
-}
-
-// waitFor polls cond until it holds, failing the test after 10 seconds.
-func waitFor(t *testing.T, cond func() bool) {
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Error("condition not met in 10s")
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

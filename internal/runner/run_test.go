@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/oxide-ci/oxide/internal/testkit"
 	"io"
 	"os"
 	"os/exec"
@@ -116,18 +117,6 @@ func (b *bundle) runWith(t *testing.T, ctx context.Context, job *runner.Job, sin
 
 func step(id, run string) *pipeline.Step { return &pipeline.Step{Name: id, ID: id, Run: run} }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // gone reports whether process pid has exited. An exited orphan may stay
 // a zombie when PID 1 does not reap: that counts as gone.
 func gone(pid int) bool {
@@ -142,7 +131,7 @@ func gone(pid int) bool {
 func readPid(t *testing.T, path string) int {
 	t.Helper()
 	var pid int
-	waitFor(t, 5*time.Second, "pid file "+path, func() bool {
+	testkit.WaitFor(t, 5*time.Second, "pid file "+path, func() bool {
 		b, err := os.ReadFile(path)
 		if err != nil {
 			return false
@@ -368,7 +357,7 @@ func TestStepTimeoutKillsGrandchild(t *testing.T) {
 	wantStatus(t, "after", res.Steps[1].Status, runner.StatusSkipped)
 	wantStatus(t, "job", res.Status, runner.StatusTimeout)
 	pid := readPid(t, filepath.Join(b.workspace, "sleep.pid"))
-	waitFor(t, 5*time.Second, "sleep to die", func() bool { return gone(pid) })
+	testkit.WaitFor(t, 5*time.Second, "sleep to die", func() bool { return gone(pid) })
 }
 
 func TestSIGTERMIgnoredGetsSIGKILL(t *testing.T) {
@@ -390,7 +379,7 @@ func TestSIGTERMIgnoredGetsSIGKILL(t *testing.T) {
 		t.Errorf("the sleep ignoring SIGTERM was not what ended (stdout %q)", rec.out(0))
 	}
 	pid := readPid(t, filepath.Join(b.workspace, "sleep.pid"))
-	waitFor(t, 5*time.Second, "sleep to die", func() bool { return gone(pid) })
+	testkit.WaitFor(t, 5*time.Second, "sleep to die", func() bool { return gone(pid) })
 }
 
 func TestParentCancel(t *testing.T) {
@@ -687,7 +676,7 @@ func TestBackgroundProcessDoesNotHoldTheStep(t *testing.T) {
 	}
 	// Cleanup kills what the steps left running.
 	pid := readPid(t, filepath.Join(b.workspace, "server.pid"))
-	waitFor(t, 5*time.Second, "background sleep to die", func() bool { return gone(pid) })
+	testkit.WaitFor(t, 5*time.Second, "background sleep to die", func() bool { return gone(pid) })
 }
 
 // runJob runs a job the way the orchestrator does: Prepare, Run, Cleanup.
@@ -809,7 +798,7 @@ func TestChattyBackgroundProcess(t *testing.T) {
 		t.Errorf("next printed %q", got)
 	}
 	pid := readPid(t, filepath.Join(b.workspace, "chatty.pid"))
-	waitFor(t, 5*time.Second, "background loop to die", func() bool { return gone(pid) })
+	testkit.WaitFor(t, 5*time.Second, "background loop to die", func() bool { return gone(pid) })
 }
 
 // plainEnv hides the ScratchDirer of the host environment, so that the

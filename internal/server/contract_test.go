@@ -2,6 +2,7 @@ package server
 
 import (
 	"github.com/oxide-ci/oxide/internal/store/postgres/pgtest"
+	"github.com/oxide-ci/oxide/internal/testkit"
 	"regexp"
 	"slices"
 	"strings"
@@ -112,7 +113,7 @@ func testContract(t *testing.T, s *testServer) {
 	s.call(t, "GET", "/api/v1/runs/"+run.ID, "oxt_wrong", nil).want(t, 401, nil)
 
 	id := run.ID
-	waitFor(t, 60*time.Second, func() (bool, string) {
+	testkit.Until(t, 60*time.Second, func() (bool, string) {
 		run = runJSON{}
 		s.call(t, "GET", "/api/v1/runs/"+id, s.Token, nil).want(t, 200, &run)
 		return run.Status != "queued" && run.Status != "running", "run status " + run.Status

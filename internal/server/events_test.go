@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/oxide-ci/oxide/internal/testkit"
 	"maps"
 	"regexp"
 	"testing"
@@ -35,7 +36,7 @@ func TestEventsReachJetStream(t *testing.T) {
 	s.call(t, "POST", "/api/v1/pipelines", s.Token, map[string]string{"name": "evented", "definition": contractPipeline}).want(t, 201, &p)
 	var run runJSON
 	s.call(t, "POST", "/api/v1/pipelines/"+p.ID+"/runs", s.Token, map[string]any{"branch": "main"}).want(t, 201, &run)
-	waitFor(t, 60*time.Second, func() (bool, string) {
+	testkit.Until(t, 60*time.Second, func() (bool, string) {
 		s.call(t, "GET", "/api/v1/runs/"+run.ID, s.Token, nil).want(t, 200, &run)
 		return run.Status == "success", "run status " + run.Status
 	})
@@ -58,7 +59,7 @@ func TestEventsReachJetStream(t *testing.T) {
 	last := func(subject string) (*jetstream.RawStreamMsg, error) {
 		return stream.GetLastMsgForSubject(ctx, subject)
 	}
-	waitFor(t, 10*time.Second, func() (bool, string) {
+	testkit.Until(t, 10*time.Second, func() (bool, string) {
 		for _, subj := range []string{
 			events.RunQueuedSubject(p.ID),
 			events.RunStartedSubject(p.ID, run.ID),

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/oxide-ci/oxide/internal/store/postgres/pgtest"
+	"github.com/oxide-ci/oxide/internal/testkit"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -127,7 +128,7 @@ func testRelayCrash(t *testing.T, st store.Store) {
 	if err := r2.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, func() (bool, string) {
+	testkit.Until(t, 10*time.Second, func() (bool, string) {
 		left, err := ob.Pending(ctx, 0)
 		return err == nil && len(left) == 0, fmt.Sprintf("%d pending (%v)", len(left), err)
 	})

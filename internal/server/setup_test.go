@@ -167,23 +167,6 @@ type apiError struct {
 	} `json:"error"`
 }
 
-// waitFor polls cond every 50ms until it holds, and fails the test with
-// cond's last explanation if it does not within limit.
-func waitFor(t *testing.T, limit time.Duration, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", limit, why)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // lockedBuffer is a bytes.Buffer safe for concurrent writers.
 type lockedBuffer struct {
 	mu sync.Mutex

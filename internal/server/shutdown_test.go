@@ -1,6 +1,7 @@
 package server
 
 import (
+	"github.com/oxide-ci/oxide/internal/testkit"
 	"path/filepath"
 	"testing"
 	"time"
@@ -30,7 +31,7 @@ func TestGracefulShutdown(t *testing.T) {
 	var run runJSON
 	s.call(t, "POST", "/api/v1/pipelines/"+p.ID+"/runs", s.Token, map[string]any{}).want(t, 201, &run)
 	id := run.ID
-	waitFor(t, 30*time.Second, func() (bool, string) {
+	testkit.Until(t, 30*time.Second, func() (bool, string) {
 		var logs struct{ Lines []struct{ Text string } }
 		s.call(t, "GET", "/api/v1/runs/"+id+"/logs", s.Token, nil).want(t, 200, &logs)
 		return len(logs.Lines) > 0 && logs.Lines[0].Text == "napping", "no line \"napping\" yet"
@@ -90,7 +91,7 @@ func TestGracefulShutdown(t *testing.T) {
 	// The server starts again on the same data directory and the handed
 	// back job runs to success.
 	s2 := s.restart(t)
-	waitFor(t, 2*cfg.Lease+30*time.Second, func() (bool, string) {
+	testkit.Until(t, 2*cfg.Lease+30*time.Second, func() (bool, string) {
 		s2.call(t, "GET", "/api/v1/runs/"+id, s2.Token, nil).want(t, 200, &run)
 		return run.Status == string(store.RunSuccess), "run status " + run.Status
 	})

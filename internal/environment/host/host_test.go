@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/oxide-ci/oxide/internal/testkit"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -48,17 +49,6 @@ func setup(t *testing.T, grace time.Duration) (*host.Env, string) {
 		}
 	})
 	return env, t.TempDir()
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // gone reports whether pid has exited (a zombie that PID 1 does not reap
@@ -159,7 +149,7 @@ func TestCancelKillsTheGroup(t *testing.T) {
 		defer close(done)
 		code, err = env.Exec(ctx, runner.Command{Script: "sleep 30 & echo $! > " + pidFile + "; wait", Dir: dir, Stdout: &out})
 	}()
-	waitFor(t, 5*time.Second, "pid file", func() bool { _, err := os.Stat(pidFile); return err == nil })
+	testkit.WaitFor(t, 5*time.Second, "pid file", func() bool { _, err := os.Stat(pidFile); return err == nil })
 	pid := readPid(t, pidFile)
 	cancel(errCause)
 	select {
@@ -173,7 +163,7 @@ func TestCancelKillsTheGroup(t *testing.T) {
 	if code != 128+int(syscall.SIGTERM) {
 		t.Errorf("code = %d, want 143", code)
 	}
-	waitFor(t, 5*time.Second, "grandchild to die", func() bool { return gone(pid) })
+	testkit.WaitFor(t, 5*time.Second, "grandchild to die", func() bool { return gone(pid) })
 }
 
 func TestGraceThenSIGKILL(t *testing.T) {
@@ -200,7 +190,7 @@ func TestGraceThenSIGKILL(t *testing.T) {
 		t.Errorf("Exec = %d, %v; want 137 and context.DeadlineExceeded", code, err)
 	}
 	pid := readPid(t, pidFile)
-	waitFor(t, 5*time.Second, "grandchild ignoring SIGTERM to die", func() bool { return gone(pid) })
+	testkit.WaitFor(t, 5*time.Second, "grandchild ignoring SIGTERM to die", func() bool { return gone(pid) })
 }
 
 func TestGrandchildHoldingStdout(t *testing.T) {
@@ -252,7 +242,7 @@ func TestCleanupKillsLeftovers(t *testing.T) {
 	if err := env.Cleanup(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "background process to die", func() bool { return gone(pid) })
+	testkit.WaitFor(t, 5*time.Second, "background process to die", func() bool { return gone(pid) })
 	if _, err := os.Stat(scratch); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("job directory %s still there: %v", scratch, err)
 	}

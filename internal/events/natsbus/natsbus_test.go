@@ -84,18 +84,6 @@ func storedIDs(t testing.TB, js jetstream.JetStream) []string {
 	return ids
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 // memOutbox is a real in-memory implementation of natsbus.Outbox, standing
 // in for the store's outbox table: events are appended in order and stay
 // pending until marked. It can crash: the crashAt-th MarkPublished call

@@ -2,6 +2,7 @@ package natsbus_test
 
 import (
 	"fmt"
+	"github.com/oxide-ci/oxide/internal/testkit"
 	"io"
 	"log/slog"
 	"net/url"
@@ -47,7 +48,7 @@ func TestRelayPublishesInOrder(t *testing.T) {
 	o := newMemOutbox()
 	o.add(1000)
 	r := startRelay(t, b.js, o, natsbus.RelayConfig{BatchSize: 64})
-	waitFor(t, 10*time.Second, "all events marked", o.allMarked)
+	testkit.WaitFor(t, 10*time.Second, "all events marked", o.allMarked)
 	checkExactlyOnce(t, b.js, o)
 
 	// Subjects and payloads arrive as the outbox holds them.
@@ -72,7 +73,7 @@ func TestRelayNotify(t *testing.T) {
 	for i := range 3 {
 		o.add(10)
 		r.Notify()
-		waitFor(t, 5*time.Second, fmt.Sprintf("wave %d published without polling", i), o.allMarked)
+		testkit.WaitFor(t, 5*time.Second, fmt.Sprintf("wave %d published without polling", i), o.allMarked)
 	}
 	checkExactlyOnce(t, b.js, o)
 }
@@ -99,7 +100,7 @@ func TestRelayCrashBeforeMark(t *testing.T) {
 
 	o.revive()
 	second := startRelay(t, b.js, o, natsbus.RelayConfig{BatchSize: 100})
-	waitFor(t, 10*time.Second, "all events marked", o.allMarked)
+	testkit.WaitFor(t, 10*time.Second, "all events marked", o.allMarked)
 	checkExactlyOnce(t, b.js, o)
 	if s := second.Stats(); s.Duplicates != 100 || s.Published != 100 {
 		t.Errorf("restarted relay stats = %+v, want 100 duplicates and 100 published", s)
@@ -126,7 +127,7 @@ func TestServerRestartMidRelay(t *testing.T) {
 	}
 	o.revive()
 	second := startRelay(t, b.js, o, natsbus.RelayConfig{BatchSize: 100})
-	waitFor(t, 10*time.Second, "all events marked", o.allMarked)
+	testkit.WaitFor(t, 10*time.Second, "all events marked", o.allMarked)
 	checkExactlyOnce(t, b.js, o)
 	if s := second.Stats(); s.Duplicates != 100 || s.Published != 100 {
 		t.Errorf("relay stats after restart = %+v, want 100 duplicates and 100 published", s)
@@ -189,15 +190,15 @@ func ridesOutNATSRestart(t *testing.T, unbuffered bool) {
 			r.Notify()
 		}
 	}()
-	waitFor(t, 10*time.Second, "300 events produced", func() bool { ids, _ := o.ids(); return len(ids) >= 300 })
+	testkit.WaitFor(t, 10*time.Second, "300 events produced", func() bool { ids, _ := o.ids(); return len(ids) >= 300 })
 	srv.Shutdown()
-	waitFor(t, 10*time.Second, "more events produced", func() bool { ids, _ := o.ids(); return len(ids) >= 400 })
+	testkit.WaitFor(t, 10*time.Second, "more events produced", func() bool { ids, _ := o.ids(); return len(ids) >= 400 })
 	srv, err = natsbus.StartEmbedded(ctx, dir, natsbus.EmbeddedConfig{Port: port})
 	if err != nil {
 		t.Fatal(err)
 	}
 	<-produced
-	waitFor(t, 20*time.Second, "all events marked", o.allMarked)
+	testkit.WaitFor(t, 20*time.Second, "all events marked", o.allMarked)
 	ids, _ := o.ids()
 	got := storedIDs(t, js)
 	if len(got) != len(ids) || !sameSet(got, ids) {
@@ -230,7 +231,7 @@ func BenchmarkRelay(b *testing.B) {
 			if err := r.Start(b.Context()); err != nil {
 				b.Fatal(err)
 			}
-			waitFor(b, time.Minute, "all events marked", o.allMarked)
+			testkit.WaitFor(b, time.Minute, "all events marked", o.allMarked)
 			rate := float64(b.N) / time.Since(start).Seconds()
 			b.StopTimer()
 			r.Stop()

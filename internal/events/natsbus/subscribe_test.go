@@ -3,6 +3,7 @@ package natsbus_test
 import (
 	"errors"
 	"fmt"
+	"github.com/oxide-ci/oxide/internal/testkit"
 	"slices"
 	"strings"
 	"sync"
@@ -106,7 +107,7 @@ func TestSubscribeWildcards(t *testing.T) {
 			defer s.mu.Unlock()
 			return slices.Clone(s.got)
 		}
-		waitFor(t, 10*time.Second, fmt.Sprintf("%q to deliver %q", tt.patterns, want), func() bool {
+		testkit.WaitFor(t, 10*time.Second, fmt.Sprintf("%q to deliver %q", tt.patterns, want), func() bool {
 			return len(got()) >= len(want)
 		})
 		g := got()
@@ -137,7 +138,7 @@ func TestSubscribeStop(t *testing.T) {
 	if _, err := b.js.Publish(ctx, events.AgentRegisteredSubject, nil); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "one delivery", func() bool { mu.Lock(); defer mu.Unlock(); return n == 1 })
+	testkit.WaitFor(t, 10*time.Second, "one delivery", func() bool { mu.Lock(); defer mu.Unlock(); return n == 1 })
 	s.Stop()
 	for range 10 {
 		if _, err := b.js.Publish(ctx, events.AgentDisconnectedSubject, nil); err != nil {

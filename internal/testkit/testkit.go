@@ -1,0 +1,31 @@
+// Package testkit holds what the project's tests share: waiting for a
+// condition, with a deadline, instead of sleeping.
+package testkit
+
+import (
+	"testing"
+	"time"
+)
+
+// Until polls cond until it holds, failing t with cond's last reason when
+// within passes first.
+func Until(t testing.TB, within time.Duration, cond func() (ok bool, why string)) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		ok, why := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", within, why)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// WaitFor polls cond until it holds, failing t when within passes first.
+func WaitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	Until(t, within, func() (bool, string) { return cond(), "waiting for " + what })
+}
