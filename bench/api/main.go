@@ -135,7 +135,7 @@ func latency(n int) error {
 
 	var cfg server.Config
 	cfg.Flags(pflag.NewFlagSet("bench", pflag.ContinueOnError)) // the defaults
-	cfg.DataDir, cfg.HTTPAddr, cfg.Agents = dir, "127.0.0.1:0", 0
+	cfg.DataDir, cfg.HTTPAddr, cfg.GRPCAddr, cfg.Agents = dir, "127.0.0.1:0", "", 0
 	log := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	ctx, cancel := context.WithCancel(context.Background())
 	ready, done := make(chan string, 1), make(chan error, 1)

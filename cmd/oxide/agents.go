@@ -1,9 +1,15 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
+	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -13,7 +19,7 @@ import (
 func newAgentsCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "agents",
-		Short: "List, show, drain and deregister the server's agents",
+		Short: "List, show, drain and deregister the server's agents; make their bootstrap tokens",
 	}
 	var output string
 	var lf listFlags
@@ -111,8 +117,140 @@ func newAgentsCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.AddCommand(ls, get, drain, del)
+	cmd.AddCommand(ls, get, drain, del, newAgentTokenCmd())
 	return cmd
+}
+
+// agentToken is the answer of POST /api/v1/agents/tokens.
+type agentToken struct {
+	ID        string    `json:"id"`
+	Token     string    `json:"token"`
+	Labels    []string  `json:"labels"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+func newAgentTokenCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "token",
+		Short: "Make bootstrap tokens, with which agents register",
+	}
+	var (
+		output string
+		ttl    time.Duration
+		labels []string
+	)
+	create := &cobra.Command{
+		Use:   "create",
+		Short: "Make a one-time bootstrap token for an agent (admin)",
+		Long: `Make a one-time bootstrap token: an agent registers with it once, before it
+expires, and gets the labels given here besides its own. The token is shown
+only now. When stdout is not a terminal, it is all that is printed:
+
+  oxide-agent --server HOST:9090 --token "$(oxide agents token create --ttl 10m --labels linux)"`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			if ttl <= 0 {
+				return usageError("--ttl must be positive")
+			}
+			ctx, stop := signalContext(cmd)
+			defer stop()
+			t, err := createAgentToken(ctx, ttl, labels)
+			if err != nil {
+				return apiError(err)
+			}
+			out := cmd.OutOrStdout()
+			switch {
+			case output == "json":
+				return writeJSON(out, t)
+			case !isTerminal(out):
+				_, err := fmt.Fprintln(out, t.Token)
+				return err
+			}
+			fmt.Fprintln(out, t.Token)
+			fmt.Fprintf(cmd.ErrOrStderr(), "bootstrap token %s: one agent may register with it until %s (labels: %s); it is not shown again\n",
+				t.ID, t.ExpiresAt.UTC().Format(time.RFC3339), orNone(strings.Join(t.Labels, ",")))
+			return nil
+		},
+	}
+	outputFlag(create, &output)
+	create.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token may be used (1m to 720h)")
+	create.Flags().StringSliceVar(&labels, "labels", nil, "labels the agent gets, comma-separated")
+	cmd.AddCommand(create)
+	return cmd
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// createAgentToken calls POST /api/v1/agents/tokens.
+// TODO(sdk): move to sdk.Client (CreateAgentToken) with its other calls.
+func createAgentToken(ctx context.Context, ttl time.Duration, labels []string) (agentToken, error) {
+	var t agentToken
+	if _, err := newClient(""); err != nil { // the same checks of the settings
+		return t, err
+	}
+	s, err := resolveSettings()
+	if err != nil {
+		return t, err
+	}
+	body, err := json.Marshal(map[string]any{"ttl": ttl.String(), "labels": labels})
+	if err != nil {
+		return t, err
+	}
+	base := strings.TrimSuffix(strings.TrimRight(s.Server, "/"), sdk.APIPath)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+sdk.APIPath+"/agents/tokens", bytes.NewReader(body))
+	if err != nil {
+		return t, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	if s.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.Token)
+	}
+	resp, err := (&http.Client{Timeout: 60 * time.Second}).Do(req)
+	if err != nil {
+		return t, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return t, err
+	}
+	if resp.StatusCode >= 400 {
+		var env struct {
+			Error *struct {
+				Code    string   `json:"code"`
+				Message string   `json:"message"`
+				Details []string `json:"details"`
+			} `json:"error"`
+		}
+		if json.Unmarshal(b, &env) == nil && env.Error != nil {
+			return t, &sdk.Error{Status: resp.StatusCode, Code: env.Error.Code, Message: env.Error.Message, Details: env.Error.Details}
+		}
+		return t, &sdk.Error{Status: resp.StatusCode, Message: strings.TrimSpace(string(b))}
+	}
+	if err := json.Unmarshal(b, &t); err != nil || t.Token == "" {
+		return t, fmt.Errorf("oxide: the answer to POST /agents/tokens holds no token: %s", b)
+	}
+	return t, nil
 }
 
 func platform(a sdk.Agent) string {

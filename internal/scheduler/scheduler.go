@@ -19,6 +19,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -73,9 +75,10 @@ type Service struct {
 
 	graphs graphCache
 
-	mu      sync.Mutex
-	waiters []chan struct{} // workers waiting for queued jobs
-	cancels map[string][]func(reason string)
+	mu         sync.Mutex
+	waiters    []chan struct{}                        // workers waiting for queued jobs
+	cancels    map[string]map[int]func(reason string) // by job, by registration
+	nextCancel int
 }
 
 // New returns a Service.
@@ -89,7 +92,7 @@ func New(cfg Config) *Service {
 	return &Service{
 		store: cfg.Store, secrets: cfg.Secrets, live: cfg.Live, lease: cfg.Lease, log: cfg.Logger,
 		graphs:  graphCache{m: map[string]*runGraph{}},
-		cancels: map[string][]func(string){},
+		cancels: map[string]map[int]func(string){},
 	}
 }
 
@@ -185,21 +188,30 @@ func (s *Service) Queued() <-chan struct{} {
 }
 
 // OnCancel registers fn to be called when job id is cancelled while a
-// worker of this process runs it; the returned func unregisters it.
+// worker of this process runs it; the returned func unregisters it (and
+// only it: a later attempt's worker may have registered too).
 func (s *Service) OnCancel(jobID string, fn func(reason string)) (unregister func()) {
 	s.mu.Lock()
-	s.cancels[jobID] = append(s.cancels[jobID], fn)
+	s.nextCancel++
+	key := s.nextCancel
+	if s.cancels[jobID] == nil {
+		s.cancels[jobID] = map[int]func(string){}
+	}
+	s.cancels[jobID][key] = fn
 	s.mu.Unlock()
 	return func() {
 		s.mu.Lock()
-		delete(s.cancels, jobID)
+		delete(s.cancels[jobID], key)
+		if len(s.cancels[jobID]) == 0 {
+			delete(s.cancels, jobID)
+		}
 		s.mu.Unlock()
 	}
 }
 
 func (s *Service) notifyCancel(jobID, reason string) {
 	s.mu.Lock()
-	fns := s.cancels[jobID]
+	fns := slices.Collect(maps.Values(s.cancels[jobID]))
 	s.mu.Unlock()
 	for _, fn := range fns {
 		fn(reason)

@@ -83,7 +83,11 @@ func (s *Service) TriggerRun(ctx context.Context, pipelineID string, req Trigger
 				return err
 			}
 		}
-		return s.advance(ctx, tx, run.ID) // a run of a busy group stays queued
+		if err := s.advance(ctx, tx, run.ID); err != nil { // a run of a busy group stays queued
+			return err
+		}
+		run, err = tx.Runs().Get(ctx, run.ID) // as committed: workers may start it at once
+		return err
 	})
 	if err != nil {
 		return store.Run{}, err
@@ -92,7 +96,7 @@ func (s *Service) TriggerRun(ctx context.Context, pipelineID string, req Trigger
 		s.notifyCancel(j.ID, j.Error)
 	}
 	s.wake()
-	return s.store.Runs().Get(ctx, run.ID)
+	return run, nil
 }
 
 // createStages stores one stage, one pending job and its steps per node.

@@ -27,21 +27,31 @@ type Config struct {
 	AgentTimeout time.Duration
 	Lease        time.Duration
 	LogLevel     string
+	// TLS of the agents' gRPC endpoint (package pki): the CA (its
+	// certificate, and its key in the same file to register agents) and
+	// the listener's certificate and key. Empty: a CA made in DataDir on
+	// first start and a listener certificate issued by it at every start.
+	TLSCA   string
+	TLSCert string
+	TLSKey  string
 }
 
 // Flags declares the configuration's flags on fs, with their defaults.
 func (c *Config) Flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data-dir", "./oxide-data", "directory for the SQLite database, NATS store, keys and the admin token")
 	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8080", "address of the REST and WebSocket API")
-	fs.StringVar(&c.GRPCAddr, "grpc-addr", "127.0.0.1:9090", "address agents connect to")
+	fs.StringVar(&c.GRPCAddr, "grpc-addr", "127.0.0.1:9090", "address agents connect to (gRPC over TLS); empty: no agent endpoint")
 	fs.StringVar(&c.DatabaseURL, "database-url", "", "PostgreSQL URL (postgres://…); default SQLite in the data directory")
 	fs.StringVar(&c.NATSURL, "nats-url", "", "external NATS URL (nats://…); default NATS JetStream in-process")
 	fs.IntVar(&c.Agents, "agents", 1, "workers to run in the server's process (0: none, jobs wait for agents)")
 	fs.StringSliceVar(&c.AgentLabels, "agent-labels", nil, "labels of the in-process workers")
 	fs.BoolVar(&c.HostOnly, "host-only", false, "in-process workers run every job on the host, whatever environment it asks for")
-	fs.DurationVar(&c.AgentTimeout, "agent-timeout", 30*time.Second, "silence after which an agent is lost")
+	fs.DurationVar(&c.AgentTimeout, "agent-timeout", 30*time.Second, "silence after which an agent is lost and its jobs go back to the queue")
 	fs.DurationVar(&c.Lease, "lease", 30*time.Second, "how long a claimed job stays with a worker without a heartbeat")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.TLSCA, "tls-ca", "", "PEM `FILE` of the CA that signs and verifies agents' certificates, with its private key to register agents (default: ca.pem and ca-key.pem, made in the data directory)")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate `FILE` of the agent endpoint, with --tls-key (default: one issued by the CA at every start)")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key `FILE` of --tls-cert")
 }
 
 // Load fills the flags that the command line did not set from the

@@ -1,13 +1,15 @@
 // Package server wires the control plane together: the store (SQLite in
 // the data directory, or PostgreSQL), NATS JetStream (in-process, or an
 // external cluster) fed by the outbox relay, the scheduler, in-process
-// workers, and the REST/WebSocket API. Run starts them all and stops them
-// in order on shutdown.
+// workers, the REST/WebSocket API, and the agents' gRPC endpoint with its
+// CA and supervisor. Run starts them all and stops them in order on
+// shutdown.
 package server
 
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,8 +25,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/oxide-ci/oxide/internal/events/natsbus"
+	"github.com/oxide-ci/oxide/internal/pki"
 	"github.com/oxide-ci/oxide/internal/scheduler"
 	"github.com/oxide-ci/oxide/internal/secrets"
+	"github.com/oxide-ci/oxide/internal/server/agentsvc"
 	"github.com/oxide-ci/oxide/internal/server/api"
 	"github.com/oxide-ci/oxide/internal/store"
 	"github.com/oxide-ci/oxide/internal/store/postgres"
@@ -82,8 +86,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 	} else if tok != "" {
 		fmt.Fprintf(os.Stderr, "oxide-server: the admin token is %s (also in %s)\n", tok, filepath.Join(cfg.DataDir, api.AdminTokenFile))
 	}
+	agents, err := newAgentService(cfg, st, svc, livePublisher{nc}, log)
+	if err != nil {
+		return err
+	}
 	apiServer := api.New(api.Config{
-		Store: st, Control: svc, Tokens: toks, Secrets: box, JetStream: js, Logger: log,
+		Store: st, Control: control{svc, agents}, Tokens: toks, Secrets: box, JetStream: js, Logger: log,
 		Ready: func(ctx context.Context) error {
 			if nc.Status() != nats.CONNECTED {
 				return errors.New("nats is not connected")
@@ -101,31 +109,50 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- httpServer.Serve(ln) }()
 
-	// The scheduler's sweeps and the in-process workers stop with work.
+	// The scheduler's sweeps, the agents' supervisor and the in-process
+	// workers stop with work.
 	work, stopWork := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { svc.Run(work, time.Second); close(done) }()
-	workersDone := startWorkers(work, cfg, svc, log)
-	log.Info("oxide-server ready", "http", ln.Addr().String(), "data_dir", cfg.DataDir, "agents", cfg.Agents)
+	grpcAddr, grpcErr := "", make(chan error, 1)
+	if agents != nil {
+		gln, err := net.Listen("tcp", cfg.GRPCAddr)
+		if err != nil {
+			stopWork()
+			<-done
+			httpServer.Close()
+			return fmt.Errorf("--grpc-addr: %w", err)
+		}
+		grpcAddr = gln.Addr().String()
+		go func() { grpcErr <- agents.Serve(gln) }()
+		go agents.Supervise(work)
+	}
+	workersDone := startWorkers(work, cfg, svc, st, log)
+	log.Info("oxide-server ready", "http", ln.Addr().String(), "grpc", grpcAddr, "data_dir", cfg.DataDir, "agents", cfg.Agents)
 	if ready != nil {
 		ready(ln.Addr().String())
 	}
 
+	var failed error
 	select {
 	case <-ctx.Done():
-	case err := <-serveErr:
-		stopWork()
-		return err
+	case failed = <-serveErr:
+	case failed = <-grpcErr:
+		failed = fmt.Errorf("agent endpoint: %w", failed)
 	}
 	log.Info("oxide-server shutting down")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	httpServer.Shutdown(shutdownCtx)
 	apiServer.Shutdown(shutdownCtx)
+	if agents != nil {
+		// Agents keep their jobs running and reconnect when a server is back.
+		agents.Stop(shutdownCtx)
+	}
 	stopWork()
 	<-workersDone
 	<-done
-	return nil
+	return failed
 }
 
 func openStore(ctx context.Context, cfg Config) (store.Store, error) {
@@ -195,7 +222,7 @@ func drainOutbox(st store.Store, relay *natsbus.Relay, timeout time.Duration) {
 
 // startWorkers runs cfg.Agents workers in this process; the channel closes
 // when they have all stopped.
-func startWorkers(ctx context.Context, cfg Config, svc *scheduler.Service, log *slog.Logger) <-chan struct{} {
+func startWorkers(ctx context.Context, cfg Config, svc *scheduler.Service, st store.Store, log *slog.Logger) <-chan struct{} {
 	done := make(chan struct{})
 	host, _ := os.Hostname()
 	finished := make(chan struct{}, max(cfg.Agents, 1))
@@ -203,8 +230,8 @@ func startWorkers(ctx context.Context, cfg Config, svc *scheduler.Service, log *
 		name := fmt.Sprintf("%s-local-%d", host, i+1)
 		w := &worker.Worker{
 			ID: stableID(cfg.DataDir, name), Labels: cfg.AgentLabels, Concurrency: 1,
-			Dir: filepath.Join(cfg.DataDir, "workspaces"), HostOnly: cfg.HostOnly, Control: svc,
-			Heartbeat: cfg.Lease / 3, Logger: log.With("worker", i+1),
+			Dir: filepath.Join(cfg.DataDir, "workspaces"), HostOnly: cfg.HostOnly, Control: localControl{svc, st},
+			Heartbeat: localHeartbeat(cfg), Logger: log.With("worker", i+1),
 		}
 		_, err := svc.Register(ctx, store.Agent{
 			ID: w.ID, Name: name, Labels: w.Labels, Capacity: w.Concurrency, Version: "in-process",
@@ -238,4 +265,117 @@ func stableID(dataDir, name string) string {
 	h[6] = h[6]&0x0f | 0x50
 	h[8] = h[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
+}
+
+// newAgentService makes the agents' gRPC service (nil when cfg.GRPCAddr is
+// empty) with its PKI: the CA from --tls-ca or the data directory, and the
+// listener's certificate from --tls-cert/--tls-key or issued by the CA.
+func newAgentService(cfg Config, st store.Store, svc *scheduler.Service, live scheduler.Publisher, log *slog.Logger) (*agentsvc.Server, error) {
+	if cfg.GRPCAddr == "" {
+		return nil, nil
+	}
+	var ca *pki.CA
+	var err error
+	if cfg.TLSCA != "" {
+		ca, err = pki.LoadCA(cfg.TLSCA, "")
+	} else {
+		ca, err = pki.LoadOrCreateCA(cfg.DataDir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--tls-ca: %w", err)
+	}
+	var cert tls.Certificate
+	switch {
+	case cfg.TLSCert != "" && cfg.TLSKey != "":
+		if cert, err = tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey); err != nil {
+			return nil, fmt.Errorf("--tls-cert, --tls-key: %w", err)
+		}
+	case cfg.TLSCert != "" || cfg.TLSKey != "":
+		return nil, errors.New("--tls-cert and --tls-key go together")
+	default:
+		if cert, err = ca.IssueServerCert(serverHosts(cfg.GRPCAddr)); err != nil {
+			return nil, fmt.Errorf("the agent endpoint's certificate: %w (give --tls-cert and --tls-key)", err)
+		}
+	}
+	if ca.Key == nil {
+		log.Warn("the CA has no private key: agents cannot register with this server", "tls_ca", cfg.TLSCA)
+	}
+	log.Info("agent endpoint", "grpc", cfg.GRPCAddr, "ca_fingerprint", ca.Fingerprint())
+	return agentsvc.New(agentsvc.Config{
+		Store: st, Control: svc, CA: ca, Certificate: cert, Live: live, AgentTimeout: cfg.AgentTimeout, Logger: log,
+	})
+}
+
+// serverHosts are the names of the agent endpoint's certificate: loopback,
+// the host name, and the host of addr, or every address of the machine's
+// interfaces when addr listens on all of them.
+func serverHosts(addr string) []string {
+	hosts := []string{"127.0.0.1", "::1", "localhost"}
+	if h, err := os.Hostname(); err == nil {
+		hosts = append(hosts, h)
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		if addrs, err := net.InterfaceAddrs(); err == nil {
+			for _, a := range addrs {
+				if n, ok := a.(*net.IPNet); ok {
+					hosts = append(hosts, n.IP.String())
+				}
+			}
+		}
+		return hosts
+	}
+	return append(hosts, host)
+}
+
+// control is the API's control plane: the scheduler, with drains relayed
+// to the agent's stream when it is connected here.
+type control struct {
+	*scheduler.Service
+	agents *agentsvc.Server // nil: no agent endpoint
+}
+
+func (c control) DrainAgent(ctx context.Context, id, actor string) (store.Agent, error) {
+	a, err := c.Service.DrainAgent(ctx, id, actor)
+	if err == nil && c.agents != nil {
+		c.agents.Drain(id)
+	}
+	return a, err
+}
+
+// localControl is the scheduler as in-process workers use it: a worker
+// that the agents' supervisor found silent (the process stalled past
+// --agent-timeout) is online again at its next heartbeat, or it would
+// never claim again.
+type localControl struct {
+	*scheduler.Service
+	store store.Store
+}
+
+func (c localControl) Heartbeat(ctx context.Context, workerID string) ([]string, error) {
+	held, err := c.Service.Heartbeat(ctx, workerID)
+	if err != nil {
+		return held, err
+	}
+	if a, err := c.store.Agents().Get(ctx, workerID); err == nil && a.Status == store.AgentLost {
+		_, err = c.store.Agents().SetStatus(ctx, workerID, store.AgentOnline)
+		return held, err
+	}
+	return held, nil
+}
+
+// localHeartbeat is the heartbeat interval of in-process workers: often
+// enough for their leases and for the agents' supervisor.
+func localHeartbeat(cfg Config) time.Duration {
+	d := cfg.Lease
+	if d <= 0 {
+		d = 30 * time.Second // the scheduler's default lease
+	}
+	if cfg.AgentTimeout > 0 && cfg.AgentTimeout < d {
+		d = cfg.AgentTimeout
+	}
+	return max(d/3, 100*time.Millisecond)
 }

@@ -17,7 +17,7 @@ import (
 )
 
 // testConfig is the server's default configuration (as its flags declare
-// it) for a test: a fresh data directory, a free port, one in-process
+// it) for a test: a fresh data directory, free ports, one in-process
 // worker that runs every job on the host.
 func testConfig(t *testing.T) Config {
 	t.Helper()
@@ -25,6 +25,7 @@ func testConfig(t *testing.T) Config {
 	cfg.Flags(pflag.NewFlagSet("test", pflag.ContinueOnError))
 	cfg.DataDir = t.TempDir()
 	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.GRPCAddr = "127.0.0.1:0"
 	cfg.Agents = 1
 	cfg.HostOnly = true
 	return cfg

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/oxide-ci/oxide/internal/pki"
 	"github.com/oxide-ci/oxide/internal/secrets"
 	"github.com/oxide-ci/oxide/internal/store"
 )
@@ -88,6 +89,63 @@ func (s *Server) deleteAgent(w http.ResponseWriter, r *http.Request, p *principa
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// Bootstrap tokens of agents.
+
+type agentTokenJSON struct {
+	ID        string    `json:"id"`
+	Token     string    `json:"token"` // shown once
+	Labels    []string  `json:"labels"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// createAgentToken makes a one-time bootstrap token with which an agent
+// registers (oxide-agent --token): it expires after ttl (default 1h) and
+// gives the agent labels besides those it asks for. Only its hash is
+// stored.
+func (s *Server) createAgentToken(w http.ResponseWriter, r *http.Request, p *principal) error {
+	var req struct {
+		TTL    string   `json:"ttl"`
+		Labels []string `json:"labels"`
+	}
+	if err := decodeOptional(r, &req); err != nil {
+		return err
+	}
+	ttl := pki.DefaultTokenTTL
+	if req.TTL != "" {
+		var err error
+		if ttl, err = time.ParseDuration(req.TTL); err != nil {
+			return invalidf("ttl %q is not a duration (10m, 24h)", req.TTL)
+		}
+	}
+	if err := pki.CheckTokenTTL(ttl); err != nil {
+		return invalidf("%v", err)
+	}
+	if err := pki.CheckLabels(req.Labels); err != nil {
+		return invalidf("%v", err)
+	}
+	token, hash := pki.NewBootstrapToken()
+	var t store.BootstrapToken
+	err := s.store.InTx(r.Context(), func(tx store.Tx) (err error) {
+		t, err = tx.BootstrapTokens().Create(r.Context(), store.BootstrapToken{Hash: hash, Labels: req.Labels, CreatedBy: p.Name}, ttl)
+		if err != nil {
+			return err
+		}
+		return record(r.Context(), tx, p, auditEntry{"agent_token.create", "bootstrap_token", t.ID, map[string]any{
+			"labels": t.Labels, "expires_at": t.ExpiresAt.UTC(),
+		}})
+	})
+	if err != nil {
+		return err
+	}
+	out := agentTokenJSON{ID: t.ID, Token: token, Labels: t.Labels, CreatedAt: t.CreatedAt.UTC(), ExpiresAt: t.ExpiresAt.UTC()}
+	if out.Labels == nil {
+		out.Labels = []string{}
+	}
+	writeJSON(w, http.StatusCreated, out)
 	return nil
 }
 

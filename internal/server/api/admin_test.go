@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/oxide-ci/oxide/internal/pki"
 	"github.com/oxide-ci/oxide/internal/secrets"
 	"github.com/oxide-ci/oxide/internal/store"
 )
@@ -200,4 +203,68 @@ func TestAuditLog(t *testing.T) {
 		t.Errorf("paged through ids %v", seen)
 	}
 	b.do(t, "GET", "/api/v1/audit?cursor=nonsense", b.admin, nil).wantError(t, 400, "invalid_request")
+}
+
+func TestAgentTokens(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+
+	start := time.Now()
+	got := b.do(t, "POST", "/api/v1/agents/tokens", b.admin, map[string]any{"ttl": "10m", "labels": []string{"linux", "docker"}}).want(t, 201).obj(t)
+	tok, _ := got["token"].(string)
+	if !strings.HasPrefix(tok, "oxb_") || got["id"] == "" || fmt.Sprint(got["labels"]) != "[linux docker]" {
+		t.Fatalf("answer %v", got)
+	}
+	expires, err := time.Parse(time.RFC3339Nano, got["expires_at"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := expires.Sub(start); d < 9*time.Minute || d > 11*time.Minute {
+		t.Errorf("expires in %s, want 10m", d)
+	}
+	// Stored hashed, spendable once.
+	all, err := b.store.BootstrapTokens().List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 1 || all[0].Hash != pki.HashToken(tok) || all[0].CreatedBy != "root" {
+		t.Fatalf("stored %+v", all)
+	}
+	if _, err := b.store.BootstrapTokens().Spend(ctx, pki.HashToken(tok), "agent-1"); err != nil {
+		t.Errorf("spend: %v", err)
+	}
+	e := b.wantAudit(t, "root", "agent_token.create", "bootstrap_token", all[0].ID)
+	if strings.Contains(string(e.Details), tok) || strings.Contains(string(e.Details), all[0].Hash) {
+		t.Errorf("the audit entry holds the token: %s", e.Details)
+	}
+
+	// No body: an hour, no labels.
+	got = b.do(t, "POST", "/api/v1/agents/tokens", b.admin, nil).want(t, 201).obj(t)
+	if fmt.Sprint(got["labels"]) != "[]" {
+		t.Errorf("labels %v, want []", got["labels"])
+	}
+
+	tests := []struct {
+		token  string
+		body   any
+		status int
+		code   string
+	}{
+		{b.developer, map[string]any{"ttl": "10m"}, 403, "forbidden"},
+		{b.viewer, nil, 403, "forbidden"},
+		{"", nil, 401, "unauthorized"},
+		{b.admin, map[string]any{"ttl": "soon"}, 400, "invalid_request"},
+		{b.admin, map[string]any{"ttl": "1s"}, 400, "invalid_request"},
+		{b.admin, map[string]any{"ttl": "9999h"}, 400, "invalid_request"},
+		{b.admin, map[string]any{"labels": []string{"a b"}}, 400, "invalid_request"},
+		{b.admin, map[string]any{"labels": []string{""}}, 400, "invalid_request"},
+		{b.admin, map[string]any{"name": "x"}, 400, "invalid_request"},
+	}
+	for _, tt := range tests {
+		b.do(t, "POST", "/api/v1/agents/tokens", tt.token, tt.body).wantError(t, tt.status, tt.code)
+	}
+	if all, _ := b.store.BootstrapTokens().List(ctx); len(all) != 2 {
+		t.Errorf("%d tokens stored, want 2", len(all))
+	}
 }

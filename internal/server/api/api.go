@@ -164,6 +164,7 @@ func (s *Server) routes() {
 	s.route("POST /api/v1/templates/{id}/instantiate", RoleDeveloper, s.instantiateTemplate)
 
 	s.route("GET /api/v1/agents", RoleViewer, s.listAgents)
+	s.route("POST /api/v1/agents/tokens", RoleAdmin, s.createAgentToken)
 	s.route("GET /api/v1/agents/{id}", RoleViewer, s.getAgent)
 	s.route("POST /api/v1/agents/{id}/drain", RoleDeveloper, s.drainAgent)
 	s.route("DELETE /api/v1/agents/{id}", RoleAdmin, s.deleteAgent)

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/oxide-ci/oxide/internal/agent"
+	"github.com/oxide-ci/oxide/internal/agent/agenttest"
+	"github.com/oxide-ci/oxide/internal/pipeline"
+	"github.com/oxide-ci/oxide/internal/runner"
+	"github.com/oxide-ci/oxide/internal/testkit"
+)
+
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "oxide-agent-test-")
+	if err != nil {
+		panic(err)
+	}
+	bin = filepath.Join(dir, "oxide-agent")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// syncBuffer is a bytes.Buffer safe for the process's writes and the
+// test's reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestAgentProcess: the binary, configured through the environment,
+// registers, runs a pushed job, and exits 0 on SIGTERM.
+func TestAgentProcess(t *testing.T) {
+	t.Parallel()
+	srv, err := agenttest.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	srv.AddToken("tok")
+	dataDir := t.TempDir()
+	cmd := exec.Command(bin, "--labels", "linux,fast")
+	cmd.Env = append(os.Environ(), "OXIDE_AGENT_SERVER="+srv.Addr, "OXIDE_AGENT_TOKEN=tok", "OXIDE_AGENT_DATA_DIR="+dataDir,
+		"OXIDE_AGENT_CONCURRENCY=2", "OXIDE_AGENT_HEARTBEAT=1s")
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	var id string
+	testkit.WaitFor(t, 10*time.Second, "the agent to connect", func() bool {
+		ident, err := agent.LoadIdentity(dataDir)
+		if err == nil {
+			id = ident.AgentID
+		}
+		return err == nil && srv.Connected(id)
+	})
+	job := runner.Job{Stage: "s", Steps: []*pipeline.Step{{Name: "hi", ID: "hi", Run: "echo hello from the agent"}}}
+	if err := srv.Push(id, agenttest.RunJob(id, "j1", "", 1, job)); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 10*time.Second, "the job's result", func() bool { return srv.Result("j1") != nil })
+	if res := srv.Result("j1"); res.Status != "success" {
+		t.Fatalf("result %v", res)
+	}
+	if lines := srv.Lines("j1"); len(lines) != 1 || lines[0].Text != "hello from the agent" {
+		t.Fatalf("lines %v", lines)
+	}
+	for _, r := range srv.Received() {
+		if h := r.Msg.GetHello(); h != nil && (h.Capacity != 2 || len(h.Labels) != 2) {
+			t.Fatalf("hello %v", h)
+		}
+	}
+
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if errors.As(err, &ee) || err != nil {
+			t.Fatalf("exit: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("no exit after SIGTERM\n%s", stderr.String())
+	}
+}
+
+func TestUsage(t *testing.T) {
+	t.Parallel()
+	out, err := exec.Command(bin, "--no-such-flag").CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Fatalf("exit %v, output %s", err, out)
+	}
+	out, err = exec.Command(bin, "--data-dir", t.TempDir()).CombinedOutput()
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 || !bytes.Contains(out, []byte("no server address")) {
+		t.Fatalf("without --server: exit %v, output %s", err, out)
+	}
+	// Not registered and no token: it says so and exits 1.
+	cmd := exec.Command(bin, "--server", "127.0.0.1:1", "--data-dir", t.TempDir())
+	out, err = cmd.CombinedOutput()
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !bytes.Contains(out, []byte("bootstrap token")) {
+		t.Fatalf("without a token: exit %v, output %s", err, out)
+	}
+}
