@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
@@ -153,6 +154,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		// Pings find a connection that died without a word (and keep NAT
 		// mappings open); the server allows one every 5s.
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: keepaliveTime, Timeout: keepaliveTimeout, PermitWithoutStream: true}),
+		// Redial on the agent's own schedule: gRPC's default backoff grows
+		// to 120 s, which would keep an agent away from a restarted server
+		// past its jobs' leases.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: minBackoff, Multiplier: 2, Jitter: 0.2, MaxDelay: maxBackoff},
+			MinConnectTimeout: 5 * time.Second,
+		}),
 	)
 	if err != nil {
 		return err

@@ -109,6 +109,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- httpServer.Serve(ln) }()
 
+	if err := recoverLeases(ctx, st, svc, cfg.Lease); err != nil {
+		httpServer.Close()
+		return err
+	}
 	// The scheduler's sweeps, the agents' supervisor and the in-process
 	// workers stop with work.
 	work, stopWork := context.WithCancel(context.Background())
@@ -234,7 +238,7 @@ func startWorkers(ctx context.Context, cfg Config, svc *scheduler.Service, st st
 			Heartbeat: localHeartbeat(cfg), Logger: log.With("worker", i+1),
 		}
 		_, err := svc.Register(ctx, store.Agent{
-			ID: w.ID, Name: name, Labels: w.Labels, Capacity: w.Concurrency, Version: "in-process",
+			ID: w.ID, Name: name, Labels: w.Labels, Capacity: w.Concurrency, Version: inProcess,
 			OS: runtime.GOOS, Arch: runtime.GOARCH,
 		})
 		if err != nil {
@@ -249,6 +253,42 @@ func startWorkers(ctx context.Context, cfg Config, svc *scheduler.Service, st st
 		close(done)
 	}()
 	return done
+}
+
+// inProcess is the Version of the agents that are this server's own
+// workers.
+const inProcess = "in-process"
+
+// recoverLeases settles the jobs that workers held when the server last
+// stopped, before the first sweep: the jobs of in-process workers go back
+// to the queue (those workers died with the server), and the leases of
+// remote agents are renewed, so that each agent has a whole lease to
+// reconnect and report the job it kept running.
+func recoverLeases(ctx context.Context, st store.Store, svc *scheduler.Service, lease time.Duration) error {
+	agents, err := st.Agents().List(ctx)
+	if err != nil {
+		return err
+	}
+	for _, a := range agents {
+		if a.Version != inProcess {
+			if _, err := st.Jobs().Extend(ctx, a.ID, lease); err != nil {
+				return err
+			}
+			continue
+		}
+		for _, state := range []store.JobState{store.JobAssigned, store.JobRunning} {
+			jobs, err := st.Jobs().List(ctx, store.JobFilter{WorkerID: a.ID, State: state})
+			if err != nil {
+				return err
+			}
+			for _, j := range jobs {
+				if err := svc.FailLease(ctx, j.Lease(), "the server restarted"); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // livePublisher publishes log lines on core NATS; WebSocket clients that

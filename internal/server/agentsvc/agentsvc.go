@@ -185,6 +185,10 @@ func New(cfg Config) (*Server, error) {
 		// connections that died without a word.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		// Thousands of mostly idle streams: small, shared buffers (the
+		// default 32 KiB read buffer was half the heap per agent).
+		grpc.ReadBufferSize(8<<10),
+		grpc.SharedWriteBuffer(true),
 	)
 	agentrpc.RegisterAgentServer(s.grpc, s)
 	return s, nil
