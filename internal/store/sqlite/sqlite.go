@@ -34,6 +34,8 @@ type Store struct {
 	w *sql.DB // one connection: all writes
 	r *sql.DB // read-only connections
 	conn
+
+	logStmts logStmts // the statements of Logs, prepared (logs.go)
 }
 
 var _ store.Store = (*Store)(nil)
@@ -71,6 +73,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 
 // Close closes the database.
 func (s *Store) Close() error {
+	s.logStmts.close()
 	return errors.Join(s.r.Close(), s.w.Close())
 }
 
