@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"time"
 )
 
 // Health is the answer of GET /health.
@@ -43,6 +44,23 @@ func (c *Client) DrainAgent(ctx context.Context, id string) (Agent, error) {
 	var a Agent
 	err := c.do(ctx, http.MethodPost, path("agents", id, "drain"), nil, nil, &a)
 	return a, err
+}
+
+// AgentToken is a one-time bootstrap token with which an agent registers.
+type AgentToken struct {
+	ID        string    `json:"id"`
+	Token     string    `json:"token"` // shown only in the answer to CreateAgentToken
+	Labels    []string  `json:"labels"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// CreateAgentToken makes a bootstrap token valid for ttl that gives the
+// agent registering with it the labels (admin).
+func (c *Client) CreateAgentToken(ctx context.Context, ttl time.Duration, labels []string) (AgentToken, error) {
+	var t AgentToken
+	err := c.do(ctx, http.MethodPost, path("agents", "tokens"), nil, map[string]any{"ttl": ttl.String(), "labels": labels}, &t)
+	return t, err
 }
 
 // DeleteAgent deregisters an agent (admin).

@@ -1,12 +1,8 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -121,15 +117,6 @@ func newAgentsCmd() *cobra.Command {
 	return cmd
 }
 
-// agentToken is the answer of POST /api/v1/agents/tokens.
-type agentToken struct {
-	ID        string    `json:"id"`
-	Token     string    `json:"token"`
-	Labels    []string  `json:"labels"`
-	CreatedAt time.Time `json:"created_at"`
-	ExpiresAt time.Time `json:"expires_at"`
-}
-
 func newAgentTokenCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "token",
@@ -158,7 +145,11 @@ only now. When stdout is not a terminal, it is all that is printed:
 			}
 			ctx, stop := signalContext(cmd)
 			defer stop()
-			t, err := createAgentToken(ctx, ttl, labels)
+			c, err := newClient("")
+			if err != nil {
+				return err
+			}
+			t, err := c.CreateAgentToken(ctx, ttl, labels)
 			if err != nil {
 				return apiError(err)
 			}
@@ -198,59 +189,6 @@ func isTerminal(w io.Writer) bool {
 	}
 	fi, err := f.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
-}
-
-// createAgentToken calls POST /api/v1/agents/tokens.
-// TODO(sdk): move to sdk.Client (CreateAgentToken) with its other calls.
-func createAgentToken(ctx context.Context, ttl time.Duration, labels []string) (agentToken, error) {
-	var t agentToken
-	if _, err := newClient(""); err != nil { // the same checks of the settings
-		return t, err
-	}
-	s, err := resolveSettings()
-	if err != nil {
-		return t, err
-	}
-	body, err := json.Marshal(map[string]any{"ttl": ttl.String(), "labels": labels})
-	if err != nil {
-		return t, err
-	}
-	base := strings.TrimSuffix(strings.TrimRight(s.Server, "/"), sdk.APIPath)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+sdk.APIPath+"/agents/tokens", bytes.NewReader(body))
-	if err != nil {
-		return t, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json")
-	if s.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+s.Token)
-	}
-	resp, err := (&http.Client{Timeout: 60 * time.Second}).Do(req)
-	if err != nil {
-		return t, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return t, err
-	}
-	if resp.StatusCode >= 400 {
-		var env struct {
-			Error *struct {
-				Code    string   `json:"code"`
-				Message string   `json:"message"`
-				Details []string `json:"details"`
-			} `json:"error"`
-		}
-		if json.Unmarshal(b, &env) == nil && env.Error != nil {
-			return t, &sdk.Error{Status: resp.StatusCode, Code: env.Error.Code, Message: env.Error.Message, Details: env.Error.Details}
-		}
-		return t, &sdk.Error{Status: resp.StatusCode, Message: strings.TrimSpace(string(b))}
-	}
-	if err := json.Unmarshal(b, &t); err != nil || t.Token == "" {
-		return t, fmt.Errorf("oxide: the answer to POST /agents/tokens holds no token: %s", b)
-	}
-	return t, nil
 }
 
 func platform(a sdk.Agent) string {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"github.com/oxide-ci/oxide/sdk"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -61,7 +62,7 @@ func TestAgentTokenCreate(t *testing.T) {
 	}
 
 	r = oxide(t, "", "agents", "token", "create", "-o", "json").must(t, 0)
-	var got agentToken
+	var got sdk.AgentToken
 	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil || got.Token != token || got.ID != "t1" || got.ExpiresAt.IsZero() {
 		t.Errorf("json output %q (%v)", r.stdout, err)
 	}
