@@ -252,7 +252,7 @@ func (s *Service) Finish(ctx context.Context, l store.Lease, res runner.JobResul
 	var cancelled []store.Job
 	err = s.inRun(ctx, job.RunID, func(tx store.Tx) error {
 		done, err := tx.Jobs().Complete(ctx, result)
-		if err != nil || len(done) == 0 || done[0].RunID == "" {
+		if err != nil || len(done) == 0 {
 			return err
 		}
 		j := done[0]
@@ -266,6 +266,9 @@ func (s *Service) Finish(ctx context.Context, l store.Lease, res runner.JobResul
 					return err
 				}
 			}
+		}
+		if j.RunID == "" {
+			return nil
 		}
 		st, err := s.load(ctx, tx, j.RunID)
 		if err != nil {

@@ -11,8 +11,9 @@ import (
 	"github.com/oxide-ci/oxide/internal/store"
 )
 
-// SubmitJob queues a job submitted directly (not part of a run). The store
-// keeps the spec as given; it becomes the runner's job when claimed.
+// SubmitJob queues a job submitted directly (not part of a run), with its
+// steps. The store keeps the spec as given; it becomes the runner's job
+// when claimed.
 func (s *Service) SubmitJob(ctx context.Context, spec jobspec.Spec, actor string) (store.Job, error) {
 	if err := spec.Validate(); err != nil {
 		return store.Job{}, err
@@ -21,14 +22,31 @@ func (s *Service) SubmitJob(ctx context.Context, spec jobspec.Spec, actor string
 	if err != nil {
 		return store.Job{}, err
 	}
-	jobs, err := s.store.Jobs().Enqueue(ctx, store.Job{
-		Name: spec.Name, Spec: b, Labels: spec.Labels, Priority: spec.Priority, MaxAttempts: spec.MaxAttempts,
+	var job store.Job
+	err = s.store.InTx(ctx, func(tx store.Tx) error {
+		jobs, err := tx.Jobs().Enqueue(ctx, store.Job{
+			Name: spec.Name, Spec: b, Labels: spec.Labels, Priority: spec.Priority, MaxAttempts: spec.MaxAttempts,
+		})
+		if err != nil {
+			return err
+		}
+		job = jobs[0]
+		ws, err := submittedWork(job)
+		if err != nil {
+			return err
+		}
+		steps := make([]store.Step, len(ws.Job.Steps))
+		for i, st := range ws.Job.Steps {
+			steps[i] = store.Step{JobID: job.ID, Index: i, Name: st.Name, Key: st.ID}
+		}
+		_, err = tx.Steps().Create(ctx, steps...)
+		return err
 	})
 	if err != nil {
 		return store.Job{}, err
 	}
 	s.wake()
-	return jobs[0], nil
+	return job, nil
 }
 
 // CancelJob cancels a job that is not done and tells its worker. A job of a

@@ -399,6 +399,10 @@ func TestSubmittedJobAndLeaseExpiry(t *testing.T) {
 	if len(lines) != 1 || lines[0].Text != "hi from a job" {
 		t.Errorf("logs %+v", lines)
 	}
+	steps, _ := b.store.Steps().List(ctx, j.ID)
+	if len(steps) != 1 || steps[0].Name != "hello" || steps[0].Status != store.StatusSuccess || steps[0].ExitCode == nil || *steps[0].ExitCode != 0 {
+		t.Errorf("steps of the submitted job: %+v", steps)
+	}
 }
 
 func TestRunTimeout(t *testing.T) {
