@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
@@ -20,6 +19,7 @@ import (
 	"github.com/oxide-ci/oxide/internal/plan"
 	"github.com/oxide-ci/oxide/internal/report"
 	"github.com/oxide-ci/oxide/internal/runner"
+	"github.com/oxide-ci/oxide/internal/store"
 )
 
 // defaultPipeline is where a project keeps its pipeline.
@@ -169,7 +169,7 @@ func runLocal(file string, f *runFlags) error {
 		os.Exit(exitInterrupted)
 	}()
 
-	r := local.Execute(ctx, newID(), p, g, local.Options{
+	r := local.Execute(ctx, store.NewID(), p, g, local.Options{
 		Workspace: ws,
 		Parallel:  f.parallel,
 		Git:       git,
@@ -225,13 +225,4 @@ func useColor() bool {
 	}
 	fi, err := os.Stdout.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
-}
-
-// newID returns a random UUID (version 4).
-func newID() string {
-	var b [16]byte
-	rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strconv"
@@ -126,7 +127,7 @@ func (s *Spec) Validate() error {
 	if s.Shell != "" && !slices.Contains(Shells, s.Shell) {
 		p.addf("shell: %q is not one of %s", s.Shell, strings.Join(Shells, ", "))
 	}
-	for _, k := range sortedKeys(s.Env) {
+	for _, k := range slices.Sorted(maps.Keys(s.Env)) {
 		if !envName.MatchString(k) {
 			p.addf("env: %q is not a valid variable name", k)
 		}
@@ -228,13 +229,4 @@ func jsonKind(goType string) string {
 		return "an array"
 	}
 	return "an object"
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"regexp"
 	"slices"
@@ -90,7 +91,7 @@ func (t *Template) Instantiate(values map[string]any) (Spec, error) {
 	if len(p) > 0 {
 		return Spec{}, fmt.Errorf("template: %w", p.err())
 	}
-	for _, name := range sortedKeys(values) {
+	for _, name := range slices.Sorted(maps.Keys(values)) {
 		if !slices.ContainsFunc(t.Parameters, func(prm Parameter) bool { return prm.Name == name }) {
 			p.addf("parameter %q: unknown", name)
 		}
@@ -168,7 +169,7 @@ func (f *filler) walk(path string, v any) any {
 		return v
 	case map[string]any:
 		out := make(map[string]any, len(v))
-		for _, k := range sortedKeys(v) {
+		for _, k := range slices.Sorted(maps.Keys(v)) {
 			sub := k
 			if path != "" {
 				sub = path + "." + k

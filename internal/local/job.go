@@ -3,6 +3,7 @@ package local
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -43,7 +44,7 @@ func (e *execution) job(n *plan.Node) (*runner.Job, error) {
 		"OXIDE_SHA=" + g.SHA,
 		"OXIDE_EVENT=" + g.Event,
 	}
-	for _, k := range sortedKeys(n.Matrix) {
+	for _, k := range slices.Sorted(maps.Keys(n.Matrix)) {
 		extra = append(extra, "OXIDE_MATRIX_"+strings.ToUpper(k)+"="+fmt.Sprint(n.Matrix[k]))
 	}
 	return &runner.Job{
@@ -100,7 +101,7 @@ func (e *execution) secrets(s *pipeline.Stage) ([]runner.Secret, error) {
 	if len(problems) > 0 {
 		return nil, errors.New(strings.Join(problems, "; "))
 	}
-	for _, k := range sortedKeys(e.opts.Secrets) {
+	for _, k := range slices.Sorted(maps.Keys(e.opts.Secrets)) {
 		name := k
 		if seen[k] || !envName.MatchString(k) {
 			name = "" // consumed by a reference, or no variable name: mask only
@@ -158,13 +159,4 @@ func describe(ref pipeline.SecretRef) string {
 		d += "; pass it with --secret " + ref.Name + "=… or --secrets-file"
 	}
 	return d + ")"
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"maps"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -376,7 +377,7 @@ func (e *execution) values(n *plan.Node) map[string]any {
 // variables are the pipeline's, then the stage's, then --var overrides.
 func (e *execution) variables(n *plan.Node) pipeline.Vars {
 	vars := append(append(pipeline.Vars{}, e.run.Pipeline.Variables...), n.Stage.Variables...)
-	for _, k := range sortedKeys(e.opts.Variables) {
+	for _, k := range slices.Sorted(maps.Keys(e.opts.Variables)) {
 		vars = append(vars, pipeline.Var{Name: k, Value: e.opts.Variables[k]})
 	}
 	return vars

@@ -2,6 +2,7 @@ package plan
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/oxide-ci/oxide/internal/expr"
@@ -91,7 +92,7 @@ func Expand(m *pipeline.Matrix) ([]*Combination, error) {
 					c.Values[d.Name] = v
 				}
 			}
-			for _, k := range sortedKeys(inc) {
+			for _, k := range slices.Sorted(maps.Keys(inc)) {
 				if !isDim[k] {
 					c.keys = append(c.keys, k)
 					c.Values[k] = inc[k]
@@ -131,12 +132,3 @@ func matchesDims(c, inc map[string]any, isDim map[string]bool) bool {
 
 // equal compares matrix values by their text, so that 1.75 and "1.75" match.
 func equal(a, b any) bool { return expr.String(a) == expr.String(b) }
-
-func sortedKeys(m map[string]any) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}

@@ -2,6 +2,7 @@ package plan
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -102,7 +103,7 @@ func combos(t *testing.T, m *pipeline.Matrix) []string {
 	}
 	var out []string
 	for _, c := range cs {
-		keys := sortedKeys(c.Values)
+		keys := slices.Sorted(maps.Keys(c.Values))
 		var kv []string
 		for _, k := range keys {
 			kv = append(kv, fmt.Sprintf("%s=%v", k, c.Values[k]))

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/oxide-ci/oxide/internal/jobspec"
 	"github.com/oxide-ci/oxide/internal/pipeline"
@@ -97,7 +99,7 @@ func submittedWork(j store.Job) (workSpec, error) {
 		}
 		ws.Job.Steps = append(ws.Job.Steps, &pipeline.Step{Name: st.Name, ID: fmt.Sprintf("step-%d", i+1), Run: st.Run, Shell: shell, ContinueOnError: "false"})
 	}
-	for _, k := range sortedKeys(spec.Env) {
+	for _, k := range slices.Sorted(maps.Keys(spec.Env)) {
 		ws.Job.Variables = append(ws.Job.Variables, pipeline.Var{Name: k, Value: spec.Env[k]})
 	}
 	for _, name := range spec.Secrets {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -143,7 +144,7 @@ func (s *Service) createStages(ctx context.Context, tx store.Tx, run store.Run, 
 func (s *Service) spec(run store.Run, pipelineID string, rg *runGraph, n *plan.Node) workSpec {
 	p := rg.pipeline
 	vars := append(append(pipeline.Vars{}, p.Variables...), n.Stage.Variables...)
-	for _, k := range sortedKeys(rg.trigger.Variables) {
+	for _, k := range slices.Sorted(maps.Keys(rg.trigger.Variables)) {
 		vars = append(vars, pipeline.Var{Name: k, Value: rg.trigger.Variables[k]})
 	}
 	values := gitValues(rg.trigger)
@@ -190,13 +191,4 @@ func agentLabels(s *pipeline.Stage) []string {
 		}
 	}
 	return out
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
