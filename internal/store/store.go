@@ -104,6 +104,7 @@ type Tx interface {
 	Templates() Templates
 	Tokens() Tokens
 	BootstrapTokens() BootstrapTokens
+	Workers() Workers
 	Outbox() Outbox
 }
 
@@ -686,8 +687,71 @@ type BootstrapTokens interface {
 	// token as stored, if it is spent already (UsedAt is set) or expired
 	// (UsedAt is not), in which case it is left as it is.
 	Spend(ctx context.Context, hash, agentID string) (BootstrapToken, error)
+	Get(ctx context.Context, id string) (BootstrapToken, error)
 	// List returns all tokens, newest first.
 	List(ctx context.Context) ([]BootstrapToken, error)
+}
+
+// WorkerState is the state of a provisioned worker.
+type WorkerState string
+
+// Worker states, in order: provisioning (its token made, its machine being
+// created, until its agent registers), ready (its agent registered),
+// terminating (being destroyed), then terminated or failed (destroyed
+// because it did not come up: the provider failed or the agent did not
+// register in time). terminated and failed are final.
+const (
+	WorkerProvisioning WorkerState = "provisioning"
+	WorkerReady        WorkerState = "ready"
+	WorkerTerminating  WorkerState = "terminating"
+	WorkerTerminated   WorkerState = "terminated"
+	WorkerFailed       WorkerState = "failed"
+)
+
+// Done reports whether s is final.
+func (s WorkerState) Done() bool { return s == WorkerTerminated || s == WorkerFailed }
+
+// Worker is a worker that a provider made for the autoscaler: a container,
+// a pod or a VM running an agent. Its row is the provisioning state
+// machine, so that a restarted server finishes what it started.
+type Worker struct {
+	ID       string      `json:"id"`
+	Provider string      `json:"provider"` // e.g. "docker"
+	State    WorkerState `json:"state"`
+	TokenID  string      `json:"token_id,omitempty"` // the bootstrap token it registers with
+	AgentID  string      `json:"agent_id,omitempty"` // set when its agent registered
+	Handle   string      `json:"handle,omitempty"`   // the provider's name for it: a container ID
+	Error    string      `json:"error,omitempty"`    // why it failed or was terminated early
+	// Deadline is when a provisioning worker whose agent has not
+	// registered is given up.
+	Deadline  time.Time `json:"deadline"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// WorkerUpdate changes a worker: the fields that are set.
+type WorkerUpdate struct {
+	State   WorkerState
+	AgentID string
+	Handle  string
+	Error   string
+}
+
+// Workers stores provisioned workers. Events: worker.provisioning on
+// Create, worker.<state> on a change of state, worker.updated on a change
+// of other fields only.
+type Workers interface {
+	// Create stores w, provisioning unless its State is set; ID defaults
+	// to a new one. ErrInvalid without a provider.
+	Create(ctx context.Context, w Worker) (Worker, error)
+	Get(ctx context.Context, id string) (Worker, error)
+	// List returns the workers of a provider (all when empty) that are in
+	// one of states (any when none), oldest first.
+	List(ctx context.Context, provider string, states ...WorkerState) ([]Worker, error)
+	// Update applies u and stamps UpdatedAt. ErrConflict if the worker is
+	// in a final state already, or if u.State goes back (ready to
+	// provisioning, terminating to ready or provisioning).
+	Update(ctx context.Context, id string, u WorkerUpdate) (Worker, error)
 }
 
 // Event is an outbox entry: a state change to publish.

@@ -65,6 +65,14 @@ func (t bootstrapTokens) Spend(ctx context.Context, hash, agentID string) (store
 	return out, err
 }
 
+func (t bootstrapTokens) Get(ctx context.Context, id string) (tok store.BootstrapToken, err error) {
+	err = t.read(ctx, func(q querier) error {
+		tok, err = scanBootstrap(q.QueryRow(ctx, `SELECT `+bootstrapCols+` FROM bootstrap_tokens WHERE id = $1`, id))
+		return err
+	})
+	return tok, err
+}
+
 func (t bootstrapTokens) List(ctx context.Context) (toks []store.BootstrapToken, err error) {
 	err = t.read(ctx, func(q querier) error {
 		rows, err := q.Query(ctx, `SELECT `+bootstrapCols+` FROM bootstrap_tokens ORDER BY created_at DESC, id`)

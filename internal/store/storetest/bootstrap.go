@@ -41,6 +41,12 @@ func testBootstrapTokens(t *testing.T, open OpenFunc) {
 		t.Fatalf("created %+v", bare)
 	}
 
+	got, err := bt.Get(ctx, tok.ID)
+	noErr(t, err)
+	equal(t, got, tok)
+	_, err = bt.Get(ctx, "no-such-token")
+	wantErr(t, err, store.ErrNotFound)
+
 	list, err := bt.List(ctx)
 	noErr(t, err)
 	equal(t, list, []store.BootstrapToken{bare, tok})
@@ -52,6 +58,9 @@ func testBootstrapTokens(t *testing.T, open OpenFunc) {
 		t.Fatalf("spent %+v", spent)
 	}
 	fresh(t, "UsedAt", *spent.UsedAt)
+	got, err = bt.Get(ctx, tok.ID)
+	noErr(t, err)
+	equal(t, got, spent)
 	again, err := bt.Spend(ctx, hash1, "agent-2")
 	wantErr(t, err, store.ErrConflict)
 	equal(t, again, spent)

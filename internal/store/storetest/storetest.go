@@ -45,6 +45,7 @@ func Run(t *testing.T, newDB func(t *testing.T) OpenFunc) {
 		"LogsTx":             testLogsTx,
 		"LogsConcurrent":     testLogsConcurrent,
 		"Agents":             testAgents,
+		"Workers":            testWorkers,
 		"Secrets":            testSecrets,
 		"Cache":              testCache,
 		"Audit":              testAudit,
