@@ -47,6 +47,8 @@ func run(args []string) int {
 	fs.DurationVar(&cfg.Heartbeat, "heartbeat", agent.DefaultHeartbeat, "interval between heartbeats")
 	fs.DurationVar(&cfg.Grace, "grace", agent.DefaultGrace, "on shutdown, how long running jobs may go on before they are stopped and handed back")
 	fs.BoolVar(&cfg.HostOnly, "host-only", false, "run every job on the host, whatever environment it asks for")
+	fs.StringVar(&cfg.Docker, "docker", "auto", "run container jobs on the Docker engine that DOCKER_HOST names: auto (when one answers), on (required) or off")
+	fs.BoolVar(&cfg.DockerPrivileged, "docker-privileged", false, "let jobs ask for privileged containers and added capabilities")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&showVer, "version", false, "print the version and exit")
 	fs.Usage = func() {

@@ -10,7 +10,10 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/moby/moby/client"
 	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/oxide-ci/oxide/internal/testkit/dockertest"
 )
 
 // TestMain makes this test binary serve as the commands of the scripts:
@@ -27,6 +30,26 @@ func TestMain(m *testing.M) {
 func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir:                 "testdata/script",
+		RequireExplicitExec: true,
+		Setup: func(env *testscript.Env) error {
+			env.Setenv("NO_COLOR", "1")
+			return nil
+		},
+	})
+}
+
+// TestContainerScripts runs the scripts in testdata/container, whose
+// pipelines run in containers on this machine's real Docker engine, from
+// the image oxide-test/busybox:cli (dockertest's busybox image, tagged so
+// that the scripts can name it). It skips when no engine answers.
+func TestContainerScripts(t *testing.T) {
+	cli := dockertest.Client(t)
+	image := dockertest.BusyboxImage(t, cli)
+	if _, err := cli.ImageTag(t.Context(), client.ImageTagOptions{Source: image, Target: "oxide-test/busybox:cli"}); err != nil {
+		t.Fatal(err)
+	}
+	testscript.Run(t, testscript.Params{
+		Dir:                 "testdata/container",
 		RequireExplicitExec: true,
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("NO_COLOR", "1")

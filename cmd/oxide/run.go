@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/oxide-ci/oxide/internal/environment/docker"
 	"github.com/oxide-ci/oxide/internal/environment/host"
 	"github.com/oxide-ci/oxide/internal/local"
 	"github.com/oxide-ci/oxide/internal/pipeline"
@@ -130,11 +131,22 @@ func runLocal(file string, f *runFlags) error {
 	if err != nil {
 		return &exitError{code: exitUsage, err: fmt.Errorf("%s: %w", file, err)}
 	}
+	var eng *docker.Engine
+	var dockerErr error
+	if f.environment != "host" {
+		if eng, dockerErr = connectDocker(p, g, f.grace); eng != nil {
+			defer eng.Close()
+		}
+	}
 	var notes []string
-	if missing := local.Unsupported(p, g); len(missing) > 0 {
+	if missing := local.Unsupported(p, g, eng != nil); len(missing) > 0 {
 		if f.environment != "host" {
-			return &exitError{code: exitFailure, err: fmt.Errorf("this runner cannot provide what the pipeline asks for:\n  %s\nrerun with --environment host to run these stages' steps on this machine",
-				strings.Join(missing, "\n  "))}
+			why := ""
+			if dockerErr != nil {
+				why = "\n(" + dockerErr.Error() + ")"
+			}
+			return &exitError{code: exitFailure, err: fmt.Errorf("this runner cannot provide what the pipeline asks for:\n  %s%s\nrerun with --environment host to run these stages' steps on this machine",
+				strings.Join(missing, "\n  "), why)}
 		}
 		notes = append(notes, fmt.Sprintf("--environment host: running %d stage instance(s) on this machine instead of the environment they ask for", len(missing)))
 	}
@@ -169,7 +181,8 @@ func runLocal(file string, f *runFlags) error {
 		os.Exit(exitInterrupted)
 	}()
 
-	r := local.Execute(ctx, store.NewID(), p, g, local.Options{
+	runID := store.NewID()
+	r := local.Execute(ctx, runID, p, g, local.Options{
 		Workspace: ws,
 		Parallel:  f.parallel,
 		Git:       git,
@@ -178,7 +191,10 @@ func runLocal(file string, f *runFlags) error {
 		LookupEnv: os.LookupEnv,
 		Timeout:   f.timeout,
 		HostOnly:  f.environment == "host",
-		NewEnvironment: func(*plan.Node) runner.Environment {
+		NewEnvironment: func(n *plan.Node) runner.Environment {
+			if e := local.EnvironmentOf(p, n.Stage); eng != nil && e != nil && e.Type == pipeline.EnvContainer {
+				return eng.Env(fmt.Sprintf("%s-%d", runID, n.Index), e.Container, ws, registryPassword(e.Container, secrets))
+			}
 			return host.New(host.Options{Grace: f.grace})
 		},
 	}, rep)

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/oxide-ci/oxide/internal/agentrpc"
+	"github.com/oxide-ci/oxide/internal/environment/docker"
 	"github.com/oxide-ci/oxide/internal/worker"
 )
 
@@ -69,8 +70,14 @@ type Config struct {
 	MemoryBuffer int64
 	// HostOnly runs every job on the host, whatever environment it asks for.
 	HostOnly bool
-	Version  string
-	Logger   *slog.Logger
+	// Docker says whether container jobs run on the Docker engine that
+	// DOCKER_HOST names: auto (default), on (required) or off.
+	Docker string
+	// DockerPrivileged lets jobs ask for privileged containers and added
+	// capabilities.
+	DockerPrivileged bool
+	Version          string
+	Logger           *slog.Logger
 
 	segment int64 // spool file size; tests make it small
 }
@@ -204,6 +211,16 @@ func (a *Agent) Run(ctx context.Context) error {
 	w := &worker.Worker{
 		ID: id.AgentID, Labels: labels, Concurrency: cfg.Concurrency, Dir: workspaces,
 		Heartbeat: cfg.Heartbeat, Grace: cfg.KillGrace, HostOnly: cfg.HostOnly, Control: ctl, Logger: log,
+	}
+	eng, err := docker.Open(ctx, cfg.Docker, docker.Options{
+		Owner: "agent:" + id.AgentID, Grace: cfg.KillGrace, AllowPrivileged: cfg.DockerPrivileged,
+	}, log)
+	if err != nil {
+		return err
+	}
+	if eng != nil {
+		defer eng.Close()
+		w.Containers = eng
 	}
 	workCtx, stopWork := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer stopWork(nil)

@@ -127,7 +127,7 @@ func assignment(m *agentrpc.RunJob) (scheduler.Assignment, error) {
 	l := m.GetLease()
 	a := scheduler.Assignment{Job: store.Job{
 		ID: l.JobId, RunID: m.RunId, WorkerID: l.WorkerId, Attempt: int(l.Attempt), State: store.JobAssigned,
-	}}
+	}, RegistryPassword: m.RegistryPassword}
 	if err := json.Unmarshal(m.Job, &a.Work); err != nil {
 		return a, fmt.Errorf("job %s: decode job: %w", l.JobId, err)
 	}

@@ -89,18 +89,19 @@ type StageResult struct {
 }
 
 // Unsupported returns a message for every stage instance whose environment
-// this process cannot provide, or nil when all of them run on the host.
-func Unsupported(p *pipeline.Pipeline, g *plan.Graph) []string {
+// this process cannot provide, or nil when it can provide them all: the
+// host always, containers when it has a container engine.
+func Unsupported(p *pipeline.Pipeline, g *plan.Graph, containers bool) []string {
 	var out []string
 	for _, n := range g.Nodes {
-		env := environmentOf(p, n.Stage)
-		if env == nil || env.Type == pipeline.EnvHost {
+		env := EnvironmentOf(p, n.Stage)
+		if env == nil || env.Type == pipeline.EnvHost || env.Type == pipeline.EnvContainer && containers {
 			continue
 		}
 		what := string(env.Type)
 		switch {
 		case env.Type == pipeline.EnvContainer && env.Container != nil:
-			what = "container image " + env.Container.Image + " (needs the Docker environment)"
+			what = "container image " + env.Container.Image + " (needs a Docker engine)"
 		case env.Type == pipeline.EnvNix:
 			what = "nix environment (needs nix on an agent)"
 		case env.Type == pipeline.EnvFirecracker:
@@ -111,7 +112,9 @@ func Unsupported(p *pipeline.Pipeline, g *plan.Graph) []string {
 	return out
 }
 
-func environmentOf(p *pipeline.Pipeline, s *pipeline.Stage) *pipeline.Environment {
+// EnvironmentOf is where stage s of p runs: its own environment, else the
+// pipeline's; nil means the host.
+func EnvironmentOf(p *pipeline.Pipeline, s *pipeline.Stage) *pipeline.Environment {
 	if s.Environment != nil {
 		return s.Environment
 	}

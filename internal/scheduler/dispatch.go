@@ -24,6 +24,9 @@ type Assignment struct {
 	// LocalSecrets are the references that the worker resolves itself
 	// (provider environment: the worker's environment variables).
 	LocalSecrets []StepSecret
+	// RegistryPassword is the container registry's password, from the
+	// secret that registry.password_secret names.
+	RegistryPassword string
 }
 
 // StepSecret is a secret reference of a stage (Step empty) or of one step.
@@ -113,6 +116,18 @@ func (s *Service) assignment(ctx context.Context, j store.Job) (Assignment, erro
 	}
 	if len(missing) > 0 {
 		return Assignment{}, fmt.Errorf("missing required secret %v", missing)
+	}
+	if e := ws.Environment; e != nil && e.Container != nil && e.Container.Registry != nil && e.Container.Registry.PasswordSecret != "" {
+		name := e.Container.Registry.PasswordSecret
+		v, ok, err := s.resolve(ctx, ws.PipelineID, pipeline.SecretRef{Name: name, Provider: "oxide"})
+		if err != nil {
+			return Assignment{}, err
+		}
+		if !ok {
+			return Assignment{}, fmt.Errorf("missing registry password secret %s", name)
+		}
+		a.RegistryPassword = v
+		a.Work.Secrets = append(a.Work.Secrets, runner.Secret{Value: v, Masked: true})
 	}
 	return a, nil
 }

@@ -16,17 +16,34 @@ import (
 // an environment variable (OXIDE_DATA_DIR) and a key of the config file
 // (data-dir), in that order of precedence.
 type Config struct {
-	DataDir      string
-	HTTPAddr     string
-	GRPCAddr     string
-	DatabaseURL  string // postgres://…; empty: SQLite in DataDir
-	NATSURL      string // nats://…; empty: NATS JetStream in-process
-	Agents       int    // in-process workers
-	AgentLabels  []string
-	HostOnly     bool // in-process workers run every job on the host
-	AgentTimeout time.Duration
-	Lease        time.Duration
-	LogLevel     string
+	DataDir     string
+	HTTPAddr    string
+	GRPCAddr    string
+	DatabaseURL string // postgres://…; empty: SQLite in DataDir
+	NATSURL     string // nats://…; empty: NATS JetStream in-process
+	Agents      int    // in-process workers
+	AgentLabels []string
+	HostOnly    bool // in-process workers run every job on the host
+	// Docker is how in-process workers run container jobs (docker.Open's
+	// mode); DockerPrivileged lets those jobs be privileged.
+	Docker           string
+	DockerPrivileged bool
+	// Provider makes elastic workers ("docker"; empty: none), sized by an
+	// autoscaler between WorkersMin and WorkersMax at ScaleFactor workers
+	// per queued job; they run WorkerImage and are destroyed after
+	// WorkerIdle without work, or when their agent has not registered
+	// within WorkerRegister.
+	Provider       string
+	WorkerImage    string
+	WorkerNetwork  string
+	WorkersMin     int
+	WorkersMax     int
+	ScaleFactor    float64
+	WorkerIdle     time.Duration
+	WorkerRegister time.Duration
+	AgentTimeout   time.Duration
+	Lease          time.Duration
+	LogLevel       string
 	// TLS of the agents' gRPC endpoint (package pki): the CA (its
 	// certificate, and its key in the same file to register agents) and
 	// the listener's certificate and key. Empty: a CA made in DataDir on
@@ -46,6 +63,16 @@ func (c *Config) Flags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.Agents, "agents", 1, "workers to run in the server's process (0: none, jobs wait for agents)")
 	fs.StringSliceVar(&c.AgentLabels, "agent-labels", nil, "labels of the in-process workers")
 	fs.BoolVar(&c.HostOnly, "host-only", false, "in-process workers run every job on the host, whatever environment it asks for")
+	fs.StringVar(&c.Docker, "docker", "auto", "in-process workers run container jobs on the Docker engine that DOCKER_HOST names: auto (when one answers), on (required) or off")
+	fs.BoolVar(&c.DockerPrivileged, "docker-privileged", false, "let jobs of in-process workers ask for privileged containers and added capabilities")
+	fs.StringVar(&c.Provider, "provider", "", "make elastic workers with this provider: docker (default: none)")
+	fs.StringVar(&c.WorkerImage, "worker-image", "oxide/worker:dev", "image of the provider's workers (scripts/worker-image.sh builds it)")
+	fs.StringVar(&c.WorkerNetwork, "worker-network", "host", "Docker network of the provider's workers; they must reach --grpc-addr")
+	fs.IntVar(&c.WorkersMin, "workers-min", 0, "elastic workers kept even when idle")
+	fs.IntVar(&c.WorkersMax, "workers-max", 4, "elastic workers at most")
+	fs.Float64Var(&c.ScaleFactor, "scale-factor", 1, "elastic workers wanted per queued job")
+	fs.DurationVar(&c.WorkerIdle, "worker-idle", 5*time.Minute, "an elastic worker idle this long is destroyed (down to --workers-min)")
+	fs.DurationVar(&c.WorkerRegister, "worker-register-timeout", time.Minute, "an elastic worker whose agent has not registered this long after its creation is destroyed")
 	fs.DurationVar(&c.AgentTimeout, "agent-timeout", 30*time.Second, "silence after which an agent is lost and its jobs go back to the queue")
 	fs.DurationVar(&c.Lease, "lease", 30*time.Second, "how long a claimed job stays with a worker without a heartbeat")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")

@@ -24,6 +24,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/oxide-ci/oxide/internal/environment/docker"
 	"github.com/oxide-ci/oxide/internal/events/natsbus"
 	"github.com/oxide-ci/oxide/internal/pki"
 	"github.com/oxide-ci/oxide/internal/scheduler"
@@ -131,7 +132,24 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 		go func() { grpcErr <- agents.Serve(gln) }()
 		go agents.Supervise(work)
 	}
-	workersDone := startWorkers(work, cfg, svc, st, log)
+	var containers worker.Containers
+	if cfg.Agents > 0 {
+		host, _ := os.Hostname()
+		eng, err := docker.Open(ctx, cfg.Docker, docker.Options{
+			Owner: "server:" + stableID(cfg.DataDir, host), AllowPrivileged: cfg.DockerPrivileged,
+		}, log)
+		if err != nil {
+			stopWork()
+			<-done
+			httpServer.Close()
+			return err
+		}
+		if eng != nil {
+			defer eng.Close()
+			containers = eng
+		}
+	}
+	workersDone := startWorkers(work, cfg, svc, st, containers, log)
 	log.Info("oxide-server ready", "http", ln.Addr().String(), "grpc", grpcAddr, "data_dir", cfg.DataDir, "agents", cfg.Agents)
 	if ready != nil {
 		ready(ln.Addr().String())
@@ -226,7 +244,7 @@ func drainOutbox(st store.Store, relay *natsbus.Relay, timeout time.Duration) {
 
 // startWorkers runs cfg.Agents workers in this process; the channel closes
 // when they have all stopped.
-func startWorkers(ctx context.Context, cfg Config, svc *scheduler.Service, st store.Store, log *slog.Logger) <-chan struct{} {
+func startWorkers(ctx context.Context, cfg Config, svc *scheduler.Service, st store.Store, containers worker.Containers, log *slog.Logger) <-chan struct{} {
 	done := make(chan struct{})
 	host, _ := os.Hostname()
 	finished := make(chan struct{}, max(cfg.Agents, 1))
@@ -235,7 +253,7 @@ func startWorkers(ctx context.Context, cfg Config, svc *scheduler.Service, st st
 		w := &worker.Worker{
 			ID: stableID(cfg.DataDir, name), Labels: cfg.AgentLabels, Concurrency: 1,
 			Dir: filepath.Join(cfg.DataDir, "workspaces"), HostOnly: cfg.HostOnly, Control: localControl{svc, st},
-			Heartbeat: localHeartbeat(cfg), Logger: log.With("worker", i+1),
+			Heartbeat: localHeartbeat(cfg), Logger: log.With("worker", i+1), Containers: containers,
 		}
 		_, err := svc.Register(ctx, store.Agent{
 			ID: w.ID, Name: name, Labels: w.Labels, Capacity: w.Concurrency, Version: inProcess,

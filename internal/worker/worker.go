@@ -39,6 +39,11 @@ type Control interface {
 	OnCancel(jobID string, fn func(reason string)) (unregister func())
 }
 
+// Containers makes container environments: docker.Engine.
+type Containers interface {
+	Env(jobID string, c *pipeline.Container, workspace, registryPassword string) runner.Environment
+}
+
 // ErrCancelled is the cause of a job stopped by the control plane.
 var ErrCancelled = errors.New("job cancelled")
 
@@ -53,8 +58,11 @@ type Worker struct {
 	Grace       time.Duration // between SIGTERM and SIGKILL of a cancelled step
 	// HostOnly runs every job on the host, whatever environment it asks for.
 	HostOnly bool
-	Control  Control
-	Logger   *slog.Logger
+	// Containers runs the jobs that ask for a container; nil: this worker
+	// has no container engine.
+	Containers Containers
+	Control    Control
+	Logger     *slog.Logger
 }
 
 // Run claims and runs jobs until ctx is done, then waits for the jobs it
@@ -158,17 +166,17 @@ func (w *Worker) execute(ctx context.Context, cancel context.CancelCauseFunc, a 
 		finish(runner.JobResult{Status: runner.StatusFailure, Err: err})
 		return
 	}
-	env, err := w.environment(a.Environment)
-	if err != nil {
-		finish(runner.JobResult{Status: runner.StatusFailure, Err: err})
-		return
-	}
 	ws := filepath.Join(w.Dir, a.Job.ID)
 	if err := os.MkdirAll(ws, 0o755); err != nil {
 		finish(runner.JobResult{Status: runner.StatusFailure, Err: err})
 		return
 	}
 	defer os.RemoveAll(ws)
+	env, err := w.environment(a, ws)
+	if err != nil {
+		finish(runner.JobResult{Status: runner.StatusFailure, Err: err})
+		return
+	}
 	a.Work.Workspace = ws
 	if err := w.Control.Start(rctx, l); err != nil {
 		log.Warn("start", "err", err) // cancelled or taken back meanwhile
@@ -195,9 +203,15 @@ func (w *Worker) execute(ctx context.Context, cancel context.CancelCauseFunc, a 
 }
 
 // environment returns where a job's steps run.
-func (w *Worker) environment(e *pipeline.Environment) (runner.Environment, error) {
-	if e != nil && e.Type != pipeline.EnvHost && !w.HostOnly {
-		return nil, fmt.Errorf("this worker cannot provide a %s environment (it runs steps on its host)", e.Type)
+func (w *Worker) environment(a scheduler.Assignment, workspace string) (runner.Environment, error) {
+	e := a.Environment
+	switch {
+	case e == nil || e.Type == pipeline.EnvHost || w.HostOnly:
+		return host.New(host.Options{Grace: w.Grace}), nil
+	case e.Type == pipeline.EnvContainer && w.Containers != nil:
+		return w.Containers.Env(a.Job.ID, e.Container, workspace, a.RegistryPassword), nil
+	case e.Type == pipeline.EnvContainer:
+		return nil, errors.New("this worker cannot run containers: it has no Docker engine")
 	}
-	return host.New(host.Options{Grace: w.Grace}), nil
+	return nil, fmt.Errorf("this worker cannot provide a %s environment", e.Type)
 }

@@ -784,7 +784,7 @@ func (sess *session) giveBack(as []scheduler.Assignment) {
 // runJob is the message that pushes an assignment.
 func runJob(a scheduler.Assignment) (*agentrpc.ServerMessage, error) {
 	l := a.Job.Lease()
-	m := &agentrpc.RunJob{Lease: protoLease(l), RunId: a.Job.RunID}
+	m := &agentrpc.RunJob{Lease: protoLease(l), RunId: a.Job.RunID, RegistryPassword: a.RegistryPassword}
 	var err error
 	if m.Job, err = json.Marshal(a.Work); err != nil {
 		return nil, fmt.Errorf("encode the job: %w", err)

@@ -1,0 +1,434 @@
+package docker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/pkg/authconfig"
+	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
+	"github.com/moby/moby/api/types/registry"
+	"github.com/moby/moby/client"
+
+	"github.com/oxide-ci/oxide/internal/jobspec"
+	"github.com/oxide-ci/oxide/internal/pipeline"
+	"github.com/oxide-ci/oxide/internal/runner"
+)
+
+// ErrNotPrepared is returned by Exec before Prepare or after Cleanup.
+var ErrNotPrepared = errors.New("container environment is not prepared")
+
+// keepAlive is the container's main process while it waits for steps:
+// GitHub Actions' choice, in every image with a shell.
+var keepAlive = []string{"tail", "-f", "/dev/null"}
+
+// Env is one job's container. Exec may be called concurrently.
+type Env struct {
+	engine           *Engine
+	jobID            string
+	spec             *pipeline.Container
+	workspace        string
+	registryPassword string
+
+	id      string   // the container, set by Prepare
+	scratch string   // a directory of this machine mounted at the same path
+	volumes []string // volumes that Prepare created
+	seq     atomic.Uint64
+}
+
+var _ runner.Environment = (*Env)(nil)
+
+// ScratchDir is mounted in the container at its own path: the runner keeps
+// the steps' $OXIDE_OUTPUT files there.
+func (e *Env) ScratchDir() string { return e.scratch }
+
+// Workdir is where the workspace is in the container.
+func (e *Env) Workdir() string {
+	if e.spec.Workdir != "" {
+		return e.spec.Workdir
+	}
+	return DefaultWorkdir
+}
+
+// Prepare makes sure the image is there (pulling it, with the registry's
+// credentials, when it is not), then creates and starts the container.
+func (e *Env) Prepare(ctx context.Context) error {
+	if e.id != "" {
+		return nil
+	}
+	if e.spec == nil || e.spec.Image == "" {
+		return errors.New("docker: the container environment names no image")
+	}
+	if (e.spec.Privileged || len(e.spec.Capabilities) > 0) && !e.engine.opts.AllowPrivileged {
+		return errors.New("docker: this agent does not allow privileged containers or added capabilities (start it with --docker-privileged)")
+	}
+	hc, err := e.hostConfig()
+	if err != nil {
+		return err
+	}
+	if err := e.pullIfMissing(ctx); err != nil {
+		return err
+	}
+	if e.scratch, err = os.MkdirTemp("", "oxide-job-"); err != nil {
+		return fmt.Errorf("docker: prepare: %w", err)
+	}
+	if e.spec.User != "" {
+		// A user other than root writes its $OXIDE_OUTPUT files here.
+		if err := os.Chmod(e.scratch, 0o777); err != nil {
+			return fmt.Errorf("docker: prepare: %w", err)
+		}
+	}
+	hc.Mounts = append(hc.Mounts,
+		mount.Mount{Type: mount.TypeBind, Source: e.workspace, Target: e.Workdir()},
+		mount.Mount{Type: mount.TypeBind, Source: e.scratch, Target: e.scratch})
+	for _, v := range e.spec.Volumes {
+		m, err := e.mount(ctx, v)
+		if err != nil {
+			return err
+		}
+		hc.Mounts = append(hc.Mounts, m)
+	}
+	cfg := &container.Config{
+		Image: e.spec.Image, User: e.spec.User, WorkingDir: e.Workdir(), Labels: e.engine.labels(e.jobID),
+		Entrypoint: keepAlive,
+	}
+	if len(e.spec.Entrypoint) > 0 {
+		cfg.Entrypoint, cfg.Cmd = e.spec.Entrypoint, keepAlive
+	}
+	c, err := e.engine.cli.ContainerCreate(ctx, client.ContainerCreateOptions{Config: cfg, HostConfig: hc})
+	if err != nil {
+		return fmt.Errorf("docker: create a container of %s: %w", e.spec.Image, err)
+	}
+	e.id = c.ID
+	if _, err := e.engine.cli.ContainerStart(ctx, e.id, client.ContainerStartOptions{}); err != nil {
+		return fmt.Errorf("docker: start a container of %s: %w", e.spec.Image, err)
+	}
+	return nil
+}
+
+// hostConfig maps the pipeline's network, privileges and resources.
+func (e *Env) hostConfig() (*container.HostConfig, error) {
+	init := true // reaps the steps' orphans and forwards signals
+	hc := &container.HostConfig{Init: &init, Privileged: e.spec.Privileged, CapAdd: e.spec.Capabilities}
+	switch n := e.spec.Network; n {
+	case "", "bridge":
+		hc.NetworkMode = "bridge"
+	default: // host, none, or a network of the engine's
+		hc.NetworkMode = container.NetworkMode(n)
+	}
+	if r := e.spec.Resources; r != nil {
+		cpu, err := jobspec.ParseCPU(r.CPU)
+		if err != nil {
+			return nil, fmt.Errorf("docker: resources.cpu %q: %w", r.CPU, err)
+		}
+		hc.NanoCPUs = int64(cpu * 1e9)
+		if hc.Memory, err = jobspec.ParseMemory(r.Memory); err != nil {
+			return nil, fmt.Errorf("docker: resources.memory: %w", err)
+		}
+		if r.GPU != nil && r.GPU.Count != 0 {
+			hc.DeviceRequests = []container.DeviceRequest{{Count: r.GPU.Count, Capabilities: [][]string{{"gpu"}}}}
+		}
+	}
+	return hc, nil
+}
+
+// mount maps a pipeline volume. A named volume that does not exist is
+// created for the job and removed with it; a cache volume is kept for the
+// jobs that follow.
+func (e *Env) mount(ctx context.Context, v pipeline.Volume) (mount.Mount, error) {
+	m := mount.Mount{Target: v.Target, ReadOnly: v.ReadOnly}
+	switch v.Type {
+	case "", "bind":
+		m.Type, m.Source = mount.TypeBind, v.Source
+		if !filepath.IsAbs(m.Source) {
+			m.Source = filepath.Join(e.workspace, m.Source)
+		}
+	case "tmpfs":
+		m.Type = mount.TypeTmpfs
+	case "volume":
+		m.Type, m.Source = mount.TypeVolume, v.Source
+		if v.Source == "" {
+			break // anonymous: removed with the container
+		}
+		if _, err := e.engine.cli.VolumeInspect(ctx, v.Source, client.VolumeInspectOptions{}); err == nil {
+			break // someone else's: used, kept
+		} else if !cerrdefs.IsNotFound(err) {
+			return m, fmt.Errorf("docker: volume %s: %w", v.Source, err)
+		}
+		if _, err := e.engine.cli.VolumeCreate(ctx, client.VolumeCreateOptions{Name: v.Source, Labels: e.engine.labels(e.jobID)}); err != nil {
+			return m, fmt.Errorf("docker: create volume %s: %w", v.Source, err)
+		}
+		e.volumes = append(e.volumes, v.Source)
+	case "cache":
+		m.Type, m.Source = mount.TypeVolume, "oxide-cache-"+v.Source
+	default:
+		return m, fmt.Errorf("docker: volume %s: unknown type %q (want bind, volume, tmpfs or cache)", v.Target, v.Type)
+	}
+	return m, nil
+}
+
+// pullIfMissing pulls the image unless the engine has it.
+func (e *Env) pullIfMissing(ctx context.Context) error {
+	image := e.spec.Image
+	_, err := e.engine.cli.ImageInspect(ctx, image)
+	if err == nil {
+		return nil
+	}
+	if !cerrdefs.IsNotFound(err) {
+		return fmt.Errorf("docker: inspect image %s: %w", image, err)
+	}
+	opts := client.ImagePullOptions{}
+	if r := e.spec.Registry; r != nil && (r.Username != "" || e.registryPassword != "") {
+		if opts.RegistryAuth, err = authconfig.Encode(registry.AuthConfig{
+			Username: r.Username, Password: e.registryPassword, ServerAddress: r.URL,
+		}); err != nil {
+			return fmt.Errorf("docker: registry credentials: %w", err)
+		}
+	}
+	resp, err := e.engine.cli.ImagePull(ctx, image, opts)
+	if err == nil {
+		err = resp.Wait(ctx)
+	}
+	if err != nil {
+		return fmt.Errorf("image %s is not on this machine and could not be pulled: %w", image, err)
+	}
+	return nil
+}
+
+// Exec runs one step in the container: its script, from a file of the
+// scratch directory, with the step's shell (by default bash when the image
+// has it, else sh), in a process group that a cancellation signals: SIGTERM,
+// then SIGKILL after the grace period. It returns when the step's shell
+// has exited, without waiting for what the step left running in the
+// background (Cleanup removes that with the container).
+func (e *Env) Exec(ctx context.Context, cmd runner.Command) (int, error) {
+	if e.id == "" {
+		return -1, ErrNotPrepared
+	}
+	shell := cmd.Shell
+	if shell == "" {
+		shell = e.spec.Shell
+	}
+	script := filepath.Join(e.scratch, "step-"+strconv.FormatUint(e.seq.Add(1), 10))
+	st := stepFiles{pid: script + ".pid", exit: script + ".exit"}
+	launch, err := launcher(shell, script, st)
+	if err != nil {
+		return -1, err
+	}
+	if err := os.WriteFile(script, []byte(cmd.Script), 0o644); err != nil {
+		return -1, fmt.Errorf("docker: write script: %w", err)
+	}
+	defer os.Remove(script)
+	defer os.Remove(st.pid)
+	defer os.Remove(st.exit)
+
+	// The API calls outlive ctx: a cancelled step is stopped by signals.
+	api := context.WithoutCancel(ctx)
+	ex, err := e.engine.cli.ExecCreate(api, e.id, client.ExecCreateOptions{
+		User: e.spec.User, Env: e.inside(cmd.Env), WorkingDir: e.insidePath(cmd.Dir),
+		Cmd: []string{"/bin/sh", "-c", launch}, AttachStdout: true, AttachStderr: true,
+	})
+	if err != nil {
+		return -1, fmt.Errorf("docker: exec in %.12s: %w", e.id, err)
+	}
+	att, err := e.engine.cli.ExecAttach(api, ex.ID, client.ExecAttachOptions{})
+	if err != nil {
+		return -1, fmt.Errorf("docker: exec in %.12s: %w", e.id, err)
+	}
+	defer att.Close()
+	copied := make(chan struct{})
+	go func() {
+		stdcopy.StdCopy(cmd.Stdout, cmd.Stderr, att.Reader)
+		close(copied)
+	}()
+	exited := st.exited(copied)
+	ended := func(timeout <-chan struct{}) bool {
+		select {
+		case <-copied: // the usual end: the shell exited, nothing else holds its output
+		case <-exited:
+			// A background process holds the output: take what the shell
+			// wrote before it exited, then let go.
+			select {
+			case <-copied:
+			case <-time.After(drainTime):
+				att.Close()
+				<-copied
+			}
+		case <-timeout:
+			return false
+		}
+		return true
+	}
+	if !ended(ctx.Done()) {
+		// Cancelled: SIGTERM to the step's group, SIGKILL after the grace
+		// period, and after another, give up on its output.
+		for _, sig := range []string{"TERM", "KILL", ""} {
+			if sig == "" {
+				att.Close()
+				<-copied
+				break
+			}
+			e.signal(api, st.pid, sig)
+			if ended(after(e.engine.opts.Grace)) {
+				break
+			}
+		}
+		code, err := e.exitCode(api, ex.ID, st)
+		if err != nil {
+			return -1, err
+		}
+		return code, context.Cause(ctx)
+	}
+	return e.exitCode(api, ex.ID, st)
+}
+
+// after returns a channel closed after d.
+func after(d time.Duration) <-chan struct{} {
+	c := make(chan struct{})
+	time.AfterFunc(d, func() { close(c) })
+	return c
+}
+
+// drainTime is how long the output of a step whose shell has exited may
+// go on arriving while a background process holds it open.
+const drainTime = 100 * time.Millisecond
+
+// stepFiles are where a step's launcher writes its shell's PID and, when
+// the shell has exited, its exit code.
+type stepFiles struct{ pid, exit string }
+
+// exited returns a channel closed once the step's exit file exists; it
+// stops looking when stop is closed.
+func (f stepFiles) exited(stop <-chan struct{}) <-chan struct{} {
+	c := make(chan struct{})
+	go func() {
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				if _, err := os.Stat(f.exit); err == nil {
+					close(c)
+					return
+				}
+			}
+		}
+	}()
+	return c
+}
+
+// signal sends sig to the step whose shell wrote its PID to pidFile: an
+// exec'd process leads a process group of its own.
+func (e *Env) signal(ctx context.Context, pidFile, sig string) {
+	b, err := os.ReadFile(pidFile)
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		return // not started yet: the exec ends with the container
+	}
+	p := strconv.Itoa(pid)
+	ex, err := e.engine.cli.ExecCreate(ctx, e.id, client.ExecCreateOptions{
+		User: "0", Cmd: []string{"/bin/sh", "-c", "kill -" + sig + " -" + p + " || kill -" + sig + " " + p},
+	})
+	if err == nil {
+		_, err = e.engine.cli.ExecStart(ctx, ex.ID, client.ExecStartOptions{Detach: true})
+	}
+	if err != nil && !cerrdefs.IsNotFound(err) && !cerrdefs.IsConflict(err) {
+		// The container is gone or stopping: so is the step.
+		e.engine.cli.ContainerKill(ctx, e.id, client.ContainerKillOptions{Signal: sig})
+	}
+}
+
+// exitCode is the step's shell's exit code, from its exit file, else
+// (a signal killed the launcher) the exec's: 128+signal.
+func (e *Env) exitCode(ctx context.Context, execID string, st stepFiles) (int, error) {
+	if b, err := os.ReadFile(st.exit); err == nil {
+		if code, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			return code, nil
+		}
+	}
+	for delay := time.Millisecond; ; delay = min(2*delay, 100*time.Millisecond) {
+		r, err := e.engine.cli.ExecInspect(ctx, execID, client.ExecInspectOptions{})
+		if err != nil {
+			return -1, fmt.Errorf("docker: exec result: %w", err)
+		}
+		if !r.Running {
+			return r.ExitCode, nil
+		}
+		time.Sleep(delay)
+	}
+}
+
+// launcher is the /bin/sh command line that records its PID (the
+// step's process group), runs the script with its shell and records the
+// shell's exit code. Its TERM trap does nothing but let it outlive the
+// shell, whose own traps run, to record the code.
+func launcher(shell, script string, st stepFiles) (string, error) {
+	s := quote(script)
+	bash := "bash --noprofile --norc -e -o pipefail " + s
+	var run string
+	switch shell {
+	case "":
+		run = "if command -v bash >/dev/null 2>&1; then " + bash + "; else sh -e " + s + "; fi"
+	case "bash":
+		run = bash
+	case "sh":
+		run = "sh -e " + s
+	case "python":
+		run = "python3 " + s
+	default:
+		return "", fmt.Errorf("docker: unknown shell %q (want bash, sh or python)", shell)
+	}
+	return "echo $$ >" + quote(st.pid) + "; trap : TERM INT; " + run + "; echo $? >" + quote(st.exit), nil
+}
+
+func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// insidePath is where a path of the workspace is in the container.
+func (e *Env) insidePath(p string) string {
+	if rest, ok := strings.CutPrefix(p, e.workspace); ok && (rest == "" || rest[0] == '/') {
+		return e.Workdir() + rest
+	}
+	return p
+}
+
+// inside rewrites variables whose values are paths in the workspace
+// (OXIDE_WORKSPACE) to their paths in the container.
+func (e *Env) inside(env []string) []string {
+	out := make([]string, len(env))
+	for i, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		out[i] = k + "=" + e.insidePath(v)
+	}
+	return out
+}
+
+// Cleanup removes the container with whatever its steps left running, the
+// volumes Prepare created and the scratch directory. It is safe to call
+// when Prepare failed.
+func (e *Env) Cleanup(ctx context.Context) error {
+	var errs []error
+	if e.id != "" {
+		errs = append(errs, e.engine.removeContainer(ctx, e.id))
+		e.id = ""
+	}
+	for _, v := range e.volumes {
+		errs = append(errs, e.engine.removeVolume(ctx, v))
+	}
+	e.volumes = nil
+	if e.scratch != "" {
+		errs = append(errs, os.RemoveAll(e.scratch))
+		e.scratch = ""
+	}
+	return errors.Join(errs...)
+}
