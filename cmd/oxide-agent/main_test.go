@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -12,11 +14,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moby/moby/client"
+
 	"github.com/oxide-ci/oxide/internal/agent"
 	"github.com/oxide-ci/oxide/internal/agent/agenttest"
+	"github.com/oxide-ci/oxide/internal/environment/docker"
 	"github.com/oxide-ci/oxide/internal/pipeline"
 	"github.com/oxide-ci/oxide/internal/runner"
 	"github.com/oxide-ci/oxide/internal/testkit"
+	"github.com/oxide-ci/oxide/internal/testkit/dockertest"
 )
 
 var bin string
@@ -131,4 +137,70 @@ func TestUsage(t *testing.T) {
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !bytes.Contains(out, []byte("bootstrap token")) {
 		t.Fatalf("without a token: exit %v, output %s", err, out)
 	}
+}
+
+// TestKilledAgentLeavesNoContainer: an agent killed with SIGKILL while a
+// container job runs leaves its container behind; the next start of the
+// agent (same data directory) removes it. On the real Docker engine, with
+// the test server double of internal/agent/agenttest.
+func TestKilledAgentLeavesNoContainer(t *testing.T) {
+	t.Parallel()
+	cli := dockertest.Client(t)
+	image := dockertest.BusyboxImage(t, cli)
+	srv, err := agenttest.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	srv.AddToken("tok")
+	dataDir := t.TempDir()
+	start := func() *exec.Cmd {
+		cmd := exec.Command(bin, "--docker", "on")
+		cmd.Env = append(os.Environ(), "OXIDE_AGENT_SERVER="+srv.Addr, "OXIDE_AGENT_TOKEN=tok", "OXIDE_AGENT_DATA_DIR="+dataDir)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return cmd
+	}
+	cmd := start()
+	var id string
+	testkit.WaitFor(t, 10*time.Second, "the agent to connect", func() bool {
+		ident, err := agent.LoadIdentity(dataDir)
+		if err == nil {
+			id = ident.AgentID
+		}
+		return err == nil && srv.Connected(id)
+	})
+	owned := client.Filters{}.Add("label", docker.LabelOwner+"=agent:"+id)
+	containers := func() int {
+		cs, err := cli.ContainerList(t.Context(), client.ContainerListOptions{All: true, Filters: owned})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(cs.Items)
+	}
+	t.Cleanup(func() { // should the test fail half-way
+		cs, _ := cli.ContainerList(context.Background(), client.ContainerListOptions{All: true, Filters: owned})
+		for _, c := range cs.Items {
+			cli.ContainerRemove(context.Background(), c.ID, client.ContainerRemoveOptions{Force: true})
+		}
+	})
+	job := runner.Job{Stage: "s", Steps: []*pipeline.Step{{Name: "wait", ID: "wait", Run: "echo started; sleep 600"}}}
+	run := agenttest.RunJob(id, "j1", "", 1, job)
+	run.Environment, _ = json.Marshal(pipeline.Environment{Type: pipeline.EnvContainer, Container: &pipeline.Container{Image: image}})
+	if err := srv.Push(id, run); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 30*time.Second, "the step to start in its container", func() bool { return len(srv.Lines("j1")) > 0 })
+	if n := containers(); n != 1 {
+		t.Fatalf("%d containers of the agent while its job runs, want 1", n)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if n := containers(); n != 1 {
+		t.Fatalf("%d containers after SIGKILL, want the job's still there", n)
+	}
+	start()
+	testkit.WaitFor(t, 30*time.Second, "the restarted agent to remove the container", func() bool { return containers() == 0 })
 }

@@ -34,6 +34,7 @@ type Config struct {
 	// WorkerIdle without work, or when their agent has not registered
 	// within WorkerRegister.
 	Provider       string
+	WorkerPool     string // labels the provider's workers; default: an ID of DataDir
 	WorkerImage    string
 	WorkerNetwork  string
 	WorkersMin     int
@@ -66,6 +67,7 @@ func (c *Config) Flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.Docker, "docker", "auto", "in-process workers run container jobs on the Docker engine that DOCKER_HOST names: auto (when one answers), on (required) or off")
 	fs.BoolVar(&c.DockerPrivileged, "docker-privileged", false, "let jobs of in-process workers ask for privileged containers and added capabilities")
 	fs.StringVar(&c.Provider, "provider", "", "make elastic workers with this provider: docker (default: none)")
+	fs.StringVar(&c.WorkerPool, "worker-pool", "", "name of this server's pool of elastic workers on the engine; servers sharing a database share one (default: an ID of the data directory)")
 	fs.StringVar(&c.WorkerImage, "worker-image", "oxide/worker:dev", "image of the provider's workers (scripts/worker-image.sh builds it)")
 	fs.StringVar(&c.WorkerNetwork, "worker-network", "host", "Docker network of the provider's workers; they must reach --grpc-addr")
 	fs.IntVar(&c.WorkersMin, "workers-min", 0, "elastic workers kept even when idle")

@@ -7,6 +7,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -27,6 +28,8 @@ import (
 	"github.com/oxide-ci/oxide/internal/environment/docker"
 	"github.com/oxide-ci/oxide/internal/events/natsbus"
 	"github.com/oxide-ci/oxide/internal/pki"
+	"github.com/oxide-ci/oxide/internal/provider"
+	dockerprovider "github.com/oxide-ci/oxide/internal/provider/docker"
 	"github.com/oxide-ci/oxide/internal/scheduler"
 	"github.com/oxide-ci/oxide/internal/secrets"
 	"github.com/oxide-ci/oxide/internal/server/agentsvc"
@@ -150,6 +153,18 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 		}
 	}
 	workersDone := startWorkers(work, cfg, svc, st, containers, log)
+	if cfg.Provider != "" {
+		scaler, closeEngine, err := newAutoscaler(ctx, cfg, st, control{svc, agents}, grpcAddr, log)
+		if err != nil {
+			stopWork()
+			<-workersDone
+			<-done
+			httpServer.Close()
+			return err
+		}
+		defer closeEngine()
+		go scaler.Run(work, svc.Queued)
+	}
 	log.Info("oxide-server ready", "http", ln.Addr().String(), "grpc", grpcAddr, "data_dir", cfg.DataDir, "agents", cfg.Agents)
 	if ready != nil {
 		ready(ln.Addr().String())
@@ -402,6 +417,34 @@ func (c control) DrainAgent(ctx context.Context, id, actor string) (store.Agent,
 		c.agents.Drain(id)
 	}
 	return a, err
+}
+
+// CreateToken makes the bootstrap token of an elastic worker's agent.
+func (c control) CreateToken(ctx context.Context, ttl time.Duration, labels []string, createdBy string) (string, store.BootstrapToken, error) {
+	return c.agents.CreateToken(ctx, ttl, labels, createdBy)
+}
+
+// newAutoscaler sizes a pool of elastic workers of cfg.Provider whose
+// agents dial grpcAddr, and a function that closes its engine's
+// connections.
+func newAutoscaler(ctx context.Context, cfg Config, st store.Store, ctl control, grpcAddr string, log *slog.Logger) (*provider.Autoscaler, func(), error) {
+	if cfg.Provider != "docker" {
+		return nil, nil, fmt.Errorf("--provider %q: want docker", cfg.Provider)
+	}
+	if ctl.agents == nil {
+		return nil, nil, errors.New("--provider needs the agents' endpoint: set --grpc-addr")
+	}
+	eng, err := docker.Connect(ctx, docker.Options{})
+	if err != nil {
+		return nil, nil, fmt.Errorf("--provider docker: %w", err)
+	}
+	pool := cmp.Or(cfg.WorkerPool, stableID(cfg.DataDir, "worker-pool"))
+	p := dockerprovider.New(eng.Client(), dockerprovider.Config{Image: cfg.WorkerImage, Network: cfg.WorkerNetwork, Pool: pool, Logger: log})
+	return &provider.Autoscaler{
+		Store: st, Control: ctl, Provider: p, Server: grpcAddr, Labels: cfg.AgentLabels,
+		Min: cfg.WorkersMin, Max: cfg.WorkersMax, ScaleFactor: cfg.ScaleFactor,
+		Idle: cfg.WorkerIdle, Register: cfg.WorkerRegister, Logger: log,
+	}, func() { eng.Close() }, nil
 }
 
 // localControl is the scheduler as in-process workers use it: a worker

@@ -26,6 +26,7 @@ const (
 	labelRole     = "oxide.role"     // "worker"
 	labelWorker   = "oxide.worker"   // the worker's ID
 	labelProvider = "oxide.provider" // "docker"
+	labelPool     = "oxide.pool"     // Config.Pool
 )
 
 // dataDir is the agent's data directory in a worker, a volume of the
@@ -34,7 +35,10 @@ const dataDir = "/var/lib/oxide-agent"
 
 // Config configures a Provider.
 type Config struct {
-	Image       string        // the worker image (required)
+	Image string // the worker image (required)
+	// Pool names this provider's workers among those of other servers on
+	// the same engine: List sees only its pool. Default "default".
+	Pool        string
 	Network     string        // the containers' network; default "host", so that agents reach a server on 127.0.0.1
 	Grace       time.Duration // how long Destroy lets an agent hand its jobs back before it is killed; default 10s
 	CPUs        float64       // CPUs a worker may use; 0: no limit
@@ -56,6 +60,9 @@ var _ provider.Provider = (*Provider)(nil)
 func New(cli *client.Client, cfg Config) *Provider {
 	if cfg.Network == "" {
 		cfg.Network = "host"
+	}
+	if cfg.Pool == "" {
+		cfg.Pool = "default"
 	}
 	if cfg.Grace <= 0 {
 		cfg.Grace = 10 * time.Second
@@ -97,7 +104,7 @@ func (p *Provider) Create(ctx context.Context, spec provider.Spec) (string, erro
 		Config: &container.Config{
 			Env: env,
 			Labels: map[string]string{
-				labelManaged: "true", labelRole: "worker", labelWorker: spec.ID, labelProvider: p.Name(),
+				labelManaged: "true", labelRole: "worker", labelWorker: spec.ID, labelProvider: p.Name(), labelPool: p.cfg.Pool,
 			},
 		},
 		HostConfig: &container.HostConfig{
@@ -145,7 +152,8 @@ func (p *Provider) Destroy(ctx context.Context, handle string) error {
 	return nil
 }
 
-// List returns the worker containers of this provider, running or not.
+// List returns the worker containers of this provider's pool, running or
+// not.
 func (p *Provider) List(ctx context.Context) ([]provider.Instance, error) {
 	cs, err := p.containers(ctx, false)
 	if err != nil {
@@ -160,7 +168,7 @@ func (p *Provider) List(ctx context.Context) ([]provider.Instance, error) {
 
 // containers lists the worker containers, only the running ones if running.
 func (p *Provider) containers(ctx context.Context, running bool) ([]container.Summary, error) {
-	f := make(client.Filters).Add("label", labelRole+"=worker", labelProvider+"="+p.Name())
+	f := make(client.Filters).Add("label", labelRole+"=worker", labelProvider+"="+p.Name(), labelPool+"="+p.cfg.Pool)
 	if running {
 		f.Add("status", string(container.StateRunning))
 	}

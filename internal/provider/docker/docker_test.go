@@ -51,7 +51,7 @@ func instances(t *testing.T, p *Provider, id string) []provider.Instance {
 func TestCreateListDestroy(t *testing.T) {
 	t.Parallel()
 	cli := dockertest.Client(t)
-	p := New(cli, Config{Image: dockertest.WorkerImage(t, cli), Concurrency: 2})
+	p := New(cli, Config{Pool: pool(t), Image: dockertest.WorkerImage(t, cli), Concurrency: 2})
 	spec := newSpec(t, cli)
 	ctx := t.Context()
 
@@ -110,7 +110,7 @@ func TestCreateMissingImage(t *testing.T) {
 	cli := dockertest.Client(t)
 	spec := newSpec(t, cli)
 	image := "oxide-test/missing:" + spec.ID
-	p := New(cli, Config{Image: image})
+	p := New(cli, Config{Pool: pool(t), Image: image})
 	_, err := p.Create(t.Context(), spec)
 	if err == nil || !strings.Contains(err.Error(), image) {
 		t.Fatalf("Create = %v, want an error naming %s", err, image)
@@ -125,7 +125,7 @@ func TestCreateStartFails(t *testing.T) {
 	t.Parallel()
 	cli := dockertest.Client(t)
 	spec := newSpec(t, cli)
-	p := New(cli, Config{Image: dockertest.WorkerImage(t, cli), Network: "oxide-test-missing-" + spec.ID})
+	p := New(cli, Config{Pool: pool(t), Image: dockertest.WorkerImage(t, cli), Network: "oxide-test-missing-" + spec.ID})
 	_, err := p.Create(t.Context(), spec)
 	if err == nil {
 		t.Fatal("Create on a missing network succeeded")
@@ -139,11 +139,11 @@ func TestCreateStartFails(t *testing.T) {
 func TestHealth(t *testing.T) {
 	t.Parallel()
 	cli := dockertest.Client(t)
-	if err := New(cli, Config{Image: dockertest.WorkerImage(t, cli)}).Health(t.Context()); err != nil {
+	if err := New(cli, Config{Pool: pool(t), Image: dockertest.WorkerImage(t, cli)}).Health(t.Context()); err != nil {
 		t.Errorf("Health: %v", err)
 	}
 	const image = "oxide-test/missing:health"
-	if err := New(cli, Config{Image: image}).Health(t.Context()); err == nil || !strings.Contains(err.Error(), image) {
+	if err := New(cli, Config{Pool: pool(t), Image: image}).Health(t.Context()); err == nil || !strings.Contains(err.Error(), image) {
 		t.Errorf("Health with a missing image = %v, want an error naming %s", err, image)
 	}
 }
@@ -151,7 +151,7 @@ func TestHealth(t *testing.T) {
 func TestCapacity(t *testing.T) {
 	t.Parallel()
 	cli := dockertest.Client(t)
-	capa, err := New(cli, Config{Image: "unused"}).Capacity(t.Context())
+	capa, err := New(cli, Config{Pool: pool(t), Image: "unused"}).Capacity(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,3 +159,6 @@ func TestCapacity(t *testing.T) {
 		t.Errorf("Capacity = %+v, want CPUs and memory", capa)
 	}
 }
+
+// pool is a test's own pool, apart from other tests' workers.
+func pool(t *testing.T) string { return "test-" + t.Name() }

@@ -1,0 +1,172 @@
+package server
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/client"
+
+	"github.com/oxide-ci/oxide/internal/store"
+	"github.com/oxide-ci/oxide/internal/store/sqlite"
+	"github.com/oxide-ci/oxide/internal/testkit"
+	"github.com/oxide-ci/oxide/internal/testkit/dockertest"
+)
+
+// providerConfig is a server whose only workers are containers of the
+// worker image on the real Docker engine, made by the autoscaler.
+func providerConfig(t *testing.T, cli *client.Client) Config {
+	cfg := testConfig(t)
+	cfg.Agents = 0
+	cfg.Provider = "docker"
+	cfg.WorkerImage = dockertest.WorkerImage(t, cli)
+	cfg.WorkerIdle = time.Second
+	cfg.WorkerRegister = 30 * time.Second
+	cfg.WorkerPool = "test-" + t.Name()
+	return cfg
+}
+
+// workerContainers counts the running worker containers of the provider
+// and removes them all when the test ends.
+func workerContainers(t *testing.T, cli *client.Client, cfg Config) func() int {
+	f := client.Filters{}.Add("label", "oxide.role=worker", "oxide.pool="+cfg.WorkerPool)
+	list := func(ctx context.Context) []string {
+		cs, err := cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f})
+		if err != nil {
+			t.Error(err)
+			return nil
+		}
+		var ids []string
+		for _, c := range cs.Items {
+			if c.State == "running" {
+				ids = append(ids, c.ID)
+			}
+		}
+		return ids
+	}
+	t.Cleanup(func() {
+		cs, _ := cli.ContainerList(context.Background(), client.ContainerListOptions{All: true, Filters: f})
+		for _, c := range cs.Items {
+			cli.ContainerRemove(context.Background(), c.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
+		}
+	})
+	return func() int { return len(list(t.Context())) }
+}
+
+// workers reads the provisioned workers from the stopped server's
+// database.
+func workers(t *testing.T, cfg Config) []store.Worker {
+	st, err := sqlite.Open(t.Context(), filepath.Join(cfg.DataDir, "oxide.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ws, err := st.Workers().List(t.Context(), "docker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ws
+}
+
+// TestAutoscaleBurst: a burst of 20 jobs makes the autoscaler start worker
+// containers up to its maximum, never more; their agents register and run
+// every job; idle, the pool shrinks back to its minimum.
+func TestAutoscaleBurst(t *testing.T) {
+	cli := dockertest.Client(t)
+	cfg := providerConfig(t, cli)
+	running := workerContainers(t, cli, cfg)
+	cfg.WorkersMin, cfg.WorkersMax = 1, 3
+	s := startServer(t, cfg)
+	testkit.Until(t, 60*time.Second, func() (bool, string) {
+		return running() == 1, "want the minimum of 1 worker running"
+	})
+
+	var ids []string
+	for range 20 {
+		var j struct{ ID string }
+		s.call(t, "POST", "/api/v1/jobs", s.Token, map[string]any{"name": "burst", "command": "sleep 0.3; echo done"}).want(t, 201, &j)
+		ids = append(ids, j.ID)
+	}
+	most := 0
+	testkit.Until(t, 120*time.Second, func() (bool, string) {
+		most = max(most, running())
+		done := 0
+		for _, id := range ids {
+			var j struct{ State string }
+			s.call(t, "GET", "/api/v1/jobs/"+id, s.Token, nil).want(t, 200, &j)
+			if j.State == "succeeded" {
+				done++
+			} else if j.State == "failed" || j.State == "cancelled" {
+				t.Fatalf("job %s %s", id, j.State)
+			}
+		}
+		return done == len(ids), "jobs not all succeeded yet"
+	})
+	if most != cfg.WorkersMax {
+		t.Errorf("at most %d workers ran during the burst, want the maximum %d", most, cfg.WorkersMax)
+	}
+	var agents struct{ Items []struct{ ID string } }
+	s.call(t, "GET", "/api/v1/agents", s.Token, nil).want(t, 200, &agents)
+	if len(agents.Items) > cfg.WorkersMax {
+		t.Errorf("%d agents registered, more than the maximum %d", len(agents.Items), cfg.WorkersMax)
+	}
+	testkit.Until(t, 60*time.Second, func() (bool, string) {
+		n := running()
+		most = max(most, n)
+		return n == cfg.WorkersMin, "the pool has not shrunk to its minimum"
+	})
+	if most > cfg.WorkersMax {
+		t.Errorf("%d workers ran at once, more than the maximum %d", most, cfg.WorkersMax)
+	}
+	if err := s.stop(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	states := map[store.WorkerState]int{}
+	for _, w := range workers(t, cfg) {
+		states[w.State]++
+	}
+	if states[store.WorkerReady] != cfg.WorkersMin || states[store.WorkerTerminated] != cfg.WorkersMax-cfg.WorkersMin {
+		t.Errorf("worker states %v: want %d ready and %d terminated", states, cfg.WorkersMin, cfg.WorkersMax-cfg.WorkersMin)
+	}
+}
+
+// TestAutoscaleRegisterTimeout: a worker whose agent cannot reach the
+// server (no network) is destroyed when its registration time is up, and
+// marked failed; the job it was made for is still queued, and gets the
+// next worker.
+func TestAutoscaleRegisterTimeout(t *testing.T) {
+	cli := dockertest.Client(t)
+	cfg := providerConfig(t, cli)
+	running := workerContainers(t, cli, cfg)
+	cfg.WorkersMin, cfg.WorkersMax = 0, 1
+	cfg.WorkerNetwork = "none"
+	cfg.WorkerRegister = 2 * time.Second
+	s := startServer(t, cfg)
+	var j struct{ ID string }
+	s.call(t, "POST", "/api/v1/jobs", s.Token, map[string]any{"name": "stranded", "command": "echo never"}).want(t, 201, &j)
+	testkit.Until(t, 30*time.Second, func() (bool, string) { return running() == 1, "no worker started" })
+	time.Sleep(cfg.WorkerRegister + 3*time.Second) // past the first worker's deadline, and the next reconciliation
+	var job struct{ State string }
+	s.call(t, "GET", "/api/v1/jobs/"+j.ID, s.Token, nil).want(t, 200, &job)
+	if job.State != "queued" {
+		t.Errorf("job %s, want still queued", job.State)
+	}
+	if err := s.stop(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	ws := workers(t, cfg)
+	failed := 0
+	for _, w := range ws {
+		if w.State == store.WorkerFailed && w.Error != "" {
+			failed++
+		}
+	}
+	if failed == 0 || len(ws) < 2 {
+		t.Fatalf("workers %+v: want the first failed, with a reason, and another made for the job", ws)
+	}
+	f := client.Filters{}.Add("label", "oxide.worker="+ws[0].ID)
+	if cs, err := cli.ContainerList(t.Context(), client.ContainerListOptions{All: true, Filters: f}); err != nil || len(cs.Items) != 0 {
+		t.Errorf("the failed worker's container is still there: %v, %v", cs.Items, err)
+	}
+}
