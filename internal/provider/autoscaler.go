@@ -177,11 +177,13 @@ func (a *Autoscaler) Reconcile(ctx context.Context) error {
 			break
 		}
 		a.unhealthy = nil
+		// In parallel: a provider takes its time to start each.
+		created := make(chan error, want-have)
 		for range want - have {
-			if err := a.create(ctx); err != nil {
-				errs = append(errs, err)
-				break
-			}
+			go func() { created <- a.create(ctx) }()
+		}
+		for range want - have {
+			errs = append(errs, <-created)
 		}
 	case want < have:
 		// The longest idle first, and only those idle for long enough.

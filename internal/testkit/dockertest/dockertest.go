@@ -51,7 +51,35 @@ var busybox, worker image
 // tagged by content, building it when the engine lacks it.
 func BusyboxImage(t testing.TB, cli *client.Client) string {
 	t.Helper()
-	return busybox.get(t, cli, "oxide-test/busybox", func(context.Context) (tree, error) {
+	return need(t, cli, Busybox)
+}
+
+// WorkerImage returns the reference of the worker image of
+// deploy/worker/Dockerfile with a static build of ./cmd/oxide-agent,
+// oxide-test/worker tagged by content, building it when the engine lacks
+// it.
+func WorkerImage(t testing.TB, cli *client.Client) string {
+	t.Helper()
+	return need(t, cli, Worker)
+}
+
+// need skips t without a static busybox, and fails it when the image
+// cannot be built.
+func need(t testing.TB, cli *client.Client, get func(context.Context, *client.Client) (string, error)) string {
+	t.Helper()
+	if err := static(busyboxPath); err != nil {
+		t.Skipf("dockertest: no static busybox to build test images from (apt-get install busybox-static; scripts/test.sh does): %v", err)
+	}
+	ref, err := get(t.Context(), cli)
+	if err != nil {
+		t.Fatalf("dockertest: %v", err)
+	}
+	return ref
+}
+
+// Busybox is BusyboxImage for programs other than tests (benchmarks).
+func Busybox(ctx context.Context, cli *client.Client) (string, error) {
+	return busybox.get(ctx, cli, "oxide-test/busybox", func(context.Context) (tree, error) {
 		root, err := rootfs("Oxide test busybox")
 		if err != nil {
 			return nil, err
@@ -62,13 +90,9 @@ func BusyboxImage(t testing.TB, cli *client.Client) string {
 	})
 }
 
-// WorkerImage returns the reference of the worker image of
-// deploy/worker/Dockerfile with a static build of ./cmd/oxide-agent,
-// oxide-test/worker tagged by content, building it when the engine lacks
-// it.
-func WorkerImage(t testing.TB, cli *client.Client) string {
-	t.Helper()
-	return worker.get(t, cli, "oxide-test/worker", func(ctx context.Context) (tree, error) {
+// Worker is WorkerImage for programs other than tests (benchmarks).
+func Worker(ctx context.Context, cli *client.Client) (string, error) {
+	return worker.get(ctx, cli, "oxide-test/worker", func(ctx context.Context) (tree, error) {
 		mod, err := moduleRoot()
 		if err != nil {
 			return nil, err
@@ -77,7 +101,12 @@ func WorkerImage(t testing.TB, cli *client.Client) string {
 		if err != nil {
 			return nil, err
 		}
-		bin := filepath.Join(t.TempDir(), "oxide-agent")
+		dir, err := os.MkdirTemp("", "oxide-worker-image-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		bin := filepath.Join(dir, "oxide-agent")
 		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin, "./cmd/oxide-agent")
 		cmd.Dir = mod
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -108,27 +137,19 @@ type image struct {
 
 // get returns the reference of the image of the build context that
 // content makes, built once as repo:<hash> when the engine lacks it.
-func (i *image) get(t testing.TB, cli *client.Client, repo string, content func(context.Context) (tree, error)) string {
-	t.Helper()
-	if err := static(busyboxPath); err != nil {
-		t.Skipf("dockertest: no static busybox to build test images from (apt-get install busybox-static; scripts/test.sh does): %v", err)
-	}
+func (i *image) get(ctx context.Context, cli *client.Client, repo string, content func(context.Context) (tree, error)) (string, error) {
 	i.once.Do(func() {
-		start := time.Now()
-		c, err := content(t.Context())
+		c, err := content(ctx)
 		if err != nil {
 			i.err = err
 			return
 		}
-		var built bool
-		if i.ref, built, i.err = build(t.Context(), cli, repo, c); built {
-			t.Logf("dockertest: built %s in %s", i.ref, time.Since(start).Round(time.Millisecond))
-		}
+		i.ref, _, i.err = build(ctx, cli, repo, c)
 	})
 	if i.err != nil {
-		t.Fatalf("dockertest: %s: %v", repo, i.err)
+		return "", fmt.Errorf("%s: %w", repo, i.err)
 	}
-	return i.ref
+	return i.ref, nil
 }
 
 // moduleRoot returns the directory of the go.mod above the working
