@@ -68,6 +68,26 @@ func (c *Client) DeleteAgent(ctx context.Context, id string) error {
 	return c.do(ctx, http.MethodDelete, path("agents", id), nil, nil, nil)
 }
 
+// ListWorkers returns a page of elastic workers, newest first.
+func (c *Client) ListWorkers(ctx context.Context, opts ListWorkersOptions) (Page[Worker], error) {
+	q := opts.values()
+	for _, s := range opts.States {
+		q.Add("state", string(s))
+	}
+	set(q, "provider", opts.Provider)
+	var p Page[Worker]
+	err := c.do(ctx, http.MethodGet, "/workers", q, nil, &p)
+	return p, err
+}
+
+// Providers returns the server's providers of elastic workers, each with
+// its health, capacity and workers; none when it has no provider.
+func (c *Client) Providers(ctx context.Context) ([]Provider, error) {
+	var p Page[Provider]
+	err := c.do(ctx, http.MethodGet, "/providers", nil, nil, &p)
+	return p.Items, err
+}
+
 func (s SecretScope) values() url.Values {
 	q := url.Values{}
 	set(q, "scope", s.Scope)

@@ -1,6 +1,7 @@
 // Package sdk is a Go client of the Oxide REST API (docs/api.md): pipelines,
-// runs and their logs, jobs and templates, agents, secrets, tokens and the
-// audit log, and the WebSocket event stream.
+// runs and their logs, jobs and templates, agents, elastic workers and their
+// providers, secrets, tokens and the audit log, and the WebSocket event
+// stream.
 //
 // Every method takes a context first and returns an *Error for an answer
 // with a 4xx or 5xx status; errors.Is matches it against ErrUnauthorized,

@@ -245,6 +245,27 @@ func TestRequestShapes(t *testing.T) {
 			want: sdk.Agent{ID: "a1", Name: "box", Status: sdk.AgentDraining, Capacity: 2, RegisteredAt: mustTime(t0)},
 		},
 		{
+			name: "list workers", status: 200,
+			answer: `{"items":[{"id":"w1","provider":"docker","state":"ready","agent_id":"a1","handle":"c0ffee","deadline":"` + t0 + `","created_at":"` + t0 + `","updated_at":"` + t0 + `"}]}`,
+			call: func(c *sdk.Client) (any, error) {
+				return c.ListWorkers(ctx, sdk.ListWorkersOptions{States: []sdk.WorkerState{sdk.WorkerReady, sdk.WorkerFailed}, Provider: "docker"})
+			},
+			method: "GET", path: "/api/v1/workers", query: "provider=docker&state=ready&state=failed",
+			want: sdk.Page[sdk.Worker]{Items: []sdk.Worker{{ID: "w1", Provider: "docker", State: sdk.WorkerReady, AgentID: "a1", Handle: "c0ffee",
+				Deadline: mustTime(t0), CreatedAt: mustTime(t0), UpdatedAt: mustTime(t0)}}},
+		},
+		{
+			name: "providers", status: 200,
+			answer: `{"items":[{"name":"docker","healthy":true,"capacity":{"cpus":8,"memory_bytes":1024,"workers":2},"workers":{"ready":2,"failed":0}},
+				{"name":"k8s","healthy":false,"error":"down","capacity_error":"down","workers":{}}]}`,
+			call:   func(c *sdk.Client) (any, error) { return c.Providers(ctx) },
+			method: "GET", path: "/api/v1/providers",
+			want: []sdk.Provider{
+				{Name: "docker", Healthy: true, Capacity: &sdk.Capacity{CPUs: 8, MemoryBytes: 1024, Workers: 2}, Workers: map[sdk.WorkerState]int{sdk.WorkerReady: 2, sdk.WorkerFailed: 0}},
+				{Name: "k8s", Error: "down", CapacityError: "down", Workers: map[sdk.WorkerState]int{}},
+			},
+		},
+		{
 			name: "set secret", status: 200, answer: `{"name":"TOKEN","scope":"pipeline","scope_id":"p1","created_at":"` + t0 + `","updated_at":"` + t0 + `"}`,
 			call: func(c *sdk.Client) (any, error) {
 				return c.SetSecret(ctx, "TOKEN", "s3cret", sdk.SecretScope{Scope: sdk.ScopePipeline, ScopeID: "p1"})

@@ -299,6 +299,60 @@ type Agent struct {
 	RegisteredAt    time.Time   `json:"registered_at"`
 }
 
+// WorkerState is the state of an elastic worker.
+type WorkerState string
+
+// Worker states: provisioning until its agent registers, ready while it
+// runs, terminating while it is destroyed, then terminated, or failed when
+// it did not come up.
+const (
+	WorkerProvisioning WorkerState = "provisioning"
+	WorkerReady        WorkerState = "ready"
+	WorkerTerminating  WorkerState = "terminating"
+	WorkerTerminated   WorkerState = "terminated"
+	WorkerFailed       WorkerState = "failed"
+)
+
+// Worker is an elastic worker: an agent that a provider made (a container)
+// for the server's autoscaler.
+type Worker struct {
+	ID       string      `json:"id"`
+	Provider string      `json:"provider"` // "docker"
+	State    WorkerState `json:"state"`
+	AgentID  string      `json:"agent_id,omitempty"` // once its agent registered
+	Handle   string      `json:"handle,omitempty"`   // the provider's name for it: a container ID
+	Error    string      `json:"error,omitempty"`    // why it failed or ended early
+	// Deadline is when a provisioning worker whose agent has not
+	// registered is given up.
+	Deadline  time.Time `json:"deadline"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// ListWorkersOptions selects a page of workers, newest first.
+type ListWorkersOptions struct {
+	ListOptions
+	States   []WorkerState // only workers in one of these states
+	Provider string        // only the workers of this provider
+}
+
+// Provider is a provider of the server's elastic workers, as it is now.
+type Provider struct {
+	Name          string              `json:"name"`
+	Healthy       bool                `json:"healthy"`
+	Error         string              `json:"error,omitempty"`    // why it is unhealthy
+	Capacity      *Capacity           `json:"capacity,omitempty"` // nil when the provider cannot tell
+	CapacityError string              `json:"capacity_error,omitempty"`
+	Workers       map[WorkerState]int `json:"workers"` // its workers by state
+}
+
+// Capacity is what a provider's host has and uses.
+type Capacity struct {
+	CPUs        int   `json:"cpus"`
+	MemoryBytes int64 `json:"memory_bytes"`
+	Workers     int   `json:"workers"` // running workers of the provider
+}
+
 // Secret scopes.
 const (
 	ScopeOrganization = "organization"

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +37,8 @@ type fakeServer struct {
 	jobs      []*sdk.Job
 	templates []*sdk.Template
 	agents    []*sdk.Agent
+	workers   []sdk.Worker // newest first
+	providers []sdk.Provider
 	secrets   map[string]sdk.SecretInfo // by scope/scope_id/name
 	seq       int
 }
@@ -51,6 +54,14 @@ func newFake(t *testing.T) *fakeServer {
 	f := &fakeServer{bodies: map[string]string{}, runs: map[string]*fakeRun{}, secrets: map[string]sdk.SecretInfo{}}
 	now := time.Now().UTC()
 	f.agents = []*sdk.Agent{{ID: "a1", Name: "builder-1", Labels: []string{"linux"}, Status: sdk.AgentOnline, Version: "dev", OS: "linux", Arch: "amd64", Capacity: 2, LastHeartbeatAt: &now, RegisteredAt: now}}
+	f.workers = []sdk.Worker{
+		{ID: "0b9e2f4c-5d6e-4f70-8a9b-0c1d2e3f4a5b", Provider: "docker", State: sdk.WorkerReady, AgentID: "a1", Handle: "c0ffee", Deadline: now, CreatedAt: now, UpdatedAt: now},
+		{ID: "7d3a1b2c-3d4e-4f50-9a6b-7c8d9e0f1a2b", Provider: "docker", State: sdk.WorkerFailed, Error: "the agent did not register in 1m0s", Deadline: now, CreatedAt: now, UpdatedAt: now},
+	}
+	f.providers = []sdk.Provider{
+		{Name: "docker", Healthy: true, Capacity: &sdk.Capacity{CPUs: 8, MemoryBytes: 16 << 30, Workers: 1}, Workers: map[sdk.WorkerState]int{sdk.WorkerReady: 1, sdk.WorkerFailed: 1, sdk.WorkerTerminated: 0}},
+		{Name: "k8s", Error: "cluster unreachable", CapacityError: "cluster unreachable", Workers: map[sdk.WorkerState]int{}},
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/health", func(w http.ResponseWriter, r *http.Request) { reply(w, 200, map[string]string{"status": "ok"}) })
 	f.handle(mux, "POST /api/v1/pipelines", f.createPipeline)
@@ -218,6 +229,25 @@ func newFake(t *testing.T) *fakeServer {
 			}
 		}
 		fail(w, 404, "not_found", "no such agent")
+	})
+	f.handle(mux, "GET /api/v1/workers", func(w http.ResponseWriter, r *http.Request) {
+		states, provider := r.URL.Query()["state"], r.URL.Query().Get("provider")
+		for _, s := range states {
+			if !slices.Contains([]sdk.WorkerState{sdk.WorkerProvisioning, sdk.WorkerReady, sdk.WorkerTerminating, sdk.WorkerTerminated, sdk.WorkerFailed}, sdk.WorkerState(s)) {
+				fail(w, 400, "invalid_request", fmt.Sprintf("state %q is not one of provisioning, ready, terminating, terminated, failed", s))
+				return
+			}
+		}
+		var items []sdk.Worker
+		for _, wk := range f.workers {
+			if (len(states) == 0 || slices.Contains(states, string(wk.State))) && (provider == "" || provider == wk.Provider) {
+				items = append(items, wk)
+			}
+		}
+		replyPage(w, r, items)
+	})
+	f.handle(mux, "GET /api/v1/providers", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, 200, sdk.Page[sdk.Provider]{Items: f.providers})
 	})
 	f.handle(mux, "PUT /api/v1/secrets/{name}", func(w http.ResponseWriter, r *http.Request) {
 		var req struct {

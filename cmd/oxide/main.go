@@ -71,7 +71,7 @@ func newRoot() *cobra.Command {
 		siblingCmd("server", "Run the Oxide server (the oxide-server binary)"),
 		siblingCmd("agent", "Run an Oxide agent (the oxide-agent binary)"))
 	root.AddCommand(newLoginCmd(), newConfigCmd(), newPipelinesCmd(), newRunsCmd(), newLogsCmd(), newCancelCmd(),
-		newJobsCmd(), newTemplatesCmd(), newAgentsCmd(), newSecretsCmd())
+		newJobsCmd(), newTemplatesCmd(), newAgentsCmd(), newWorkersCmd(), newSecretsCmd())
 	return root
 }
 

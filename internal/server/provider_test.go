@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -114,20 +115,28 @@ func TestAutoscaleBurst(t *testing.T) {
 	testkit.Until(t, 60*time.Second, func() (bool, string) {
 		n := running()
 		most = max(most, n)
-		return n == cfg.WorkersMin, "the pool has not shrunk to its minimum"
+		var ws struct{ Items []struct{ State string } }
+		s.call(t, "GET", "/api/v1/workers", s.Token, nil).want(t, 200, &ws)
+		states := map[string]int{}
+		for _, w := range ws.Items {
+			states[w.State]++
+		}
+		return n == cfg.WorkersMin && states["ready"] == cfg.WorkersMin && states["terminated"] == cfg.WorkersMax-cfg.WorkersMin,
+			fmt.Sprintf("%d running, workers %v: the pool has not shrunk to its minimum", n, states)
 	})
 	if most > cfg.WorkersMax {
 		t.Errorf("%d workers ran at once, more than the maximum %d", most, cfg.WorkersMax)
 	}
-	if err := s.stop(30 * time.Second); err != nil {
-		t.Fatal(err)
+	var providers struct {
+		Items []struct {
+			Name     string
+			Healthy  bool
+			Capacity struct{ CPUs int }
+		}
 	}
-	states := map[store.WorkerState]int{}
-	for _, w := range workers(t, cfg) {
-		states[w.State]++
-	}
-	if states[store.WorkerReady] != cfg.WorkersMin || states[store.WorkerTerminated] != cfg.WorkersMax-cfg.WorkersMin {
-		t.Errorf("worker states %v: want %d ready and %d terminated", states, cfg.WorkersMin, cfg.WorkersMax-cfg.WorkersMin)
+	s.call(t, "GET", "/api/v1/providers", s.Token, nil).want(t, 200, &providers)
+	if len(providers.Items) != 1 || !providers.Items[0].Healthy || providers.Items[0].Capacity.CPUs == 0 {
+		t.Errorf("providers %+v: want docker, healthy, with its capacity", providers.Items)
 	}
 }
 

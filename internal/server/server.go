@@ -94,8 +94,17 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 	if err != nil {
 		return err
 	}
+	elastic, closeProvider, err := newProvider(ctx, cfg, agents, log)
+	if err != nil {
+		return err
+	}
+	defer closeProvider()
+	var providers []provider.Provider
+	if elastic != nil {
+		providers = append(providers, elastic)
+	}
 	apiServer := api.New(api.Config{
-		Store: st, Control: control{svc, agents}, Tokens: toks, Secrets: box, JetStream: js, Logger: log,
+		Store: st, Control: control{svc, agents}, Tokens: toks, Secrets: box, JetStream: js, Logger: log, Providers: providers,
 		Ready: func(ctx context.Context) error {
 			if nc.Status() != nats.CONNECTED {
 				return errors.New("nats is not connected")
@@ -153,16 +162,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 		}
 	}
 	workersDone := startWorkers(work, cfg, svc, st, containers, log)
-	if cfg.Provider != "" {
-		scaler, closeEngine, err := newAutoscaler(ctx, cfg, st, control{svc, agents}, grpcAddr, log)
-		if err != nil {
-			stopWork()
-			<-workersDone
-			<-done
-			httpServer.Close()
-			return err
+	if elastic != nil {
+		scaler := &provider.Autoscaler{
+			Store: st, Control: control{svc, agents}, Provider: elastic, Server: grpcAddr, Labels: cfg.AgentLabels,
+			Min: cfg.WorkersMin, Max: cfg.WorkersMax, ScaleFactor: cfg.ScaleFactor,
+			Idle: cfg.WorkerIdle, Register: cfg.WorkerRegister, Logger: log,
 		}
-		defer closeEngine()
 		go scaler.Run(work, svc.Queued)
 	}
 	log.Info("oxide-server ready", "http", ln.Addr().String(), "grpc", grpcAddr, "data_dir", cfg.DataDir, "agents", cfg.Agents)
@@ -424,27 +429,25 @@ func (c control) CreateToken(ctx context.Context, ttl time.Duration, labels []st
 	return c.agents.CreateToken(ctx, ttl, labels, createdBy)
 }
 
-// newAutoscaler sizes a pool of elastic workers of cfg.Provider whose
-// agents dial grpcAddr, and a function that closes its engine's
-// connections.
-func newAutoscaler(ctx context.Context, cfg Config, st store.Store, ctl control, grpcAddr string, log *slog.Logger) (*provider.Autoscaler, func(), error) {
-	if cfg.Provider != "docker" {
+// newProvider returns the provider of elastic workers that cfg names (nil
+// when none), and a function that closes its connections.
+func newProvider(ctx context.Context, cfg Config, agents *agentsvc.Server, log *slog.Logger) (provider.Provider, func(), error) {
+	switch {
+	case cfg.Provider == "":
+		return nil, func() {}, nil
+	case cfg.Provider != "docker":
 		return nil, nil, fmt.Errorf("--provider %q: want docker", cfg.Provider)
-	}
-	if ctl.agents == nil {
+	case agents == nil:
 		return nil, nil, errors.New("--provider needs the agents' endpoint: set --grpc-addr")
 	}
 	eng, err := docker.Connect(ctx, docker.Options{})
 	if err != nil {
 		return nil, nil, fmt.Errorf("--provider docker: %w", err)
 	}
-	pool := cmp.Or(cfg.WorkerPool, stableID(cfg.DataDir, "worker-pool"))
-	p := dockerprovider.New(eng.Client(), dockerprovider.Config{Image: cfg.WorkerImage, Network: cfg.WorkerNetwork, Pool: pool, Logger: log})
-	return &provider.Autoscaler{
-		Store: st, Control: ctl, Provider: p, Server: grpcAddr, Labels: cfg.AgentLabels,
-		Min: cfg.WorkersMin, Max: cfg.WorkersMax, ScaleFactor: cfg.ScaleFactor,
-		Idle: cfg.WorkerIdle, Register: cfg.WorkerRegister, Logger: log,
-	}, func() { eng.Close() }, nil
+	return dockerprovider.New(eng.Client(), dockerprovider.Config{
+		Image: cfg.WorkerImage, Network: cfg.WorkerNetwork, Logger: log,
+		Pool: cmp.Or(cfg.WorkerPool, stableID(cfg.DataDir, "worker-pool")),
+	}), func() { eng.Close() }, nil
 }
 
 // localControl is the scheduler as in-process workers use it: a worker

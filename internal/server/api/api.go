@@ -1,7 +1,8 @@
 // Package api is the control plane's REST API and WebSocket event stream,
 // as docs/api.md specifies them: pipelines, runs and their logs, jobs and
-// templates of the job platform, agents, secrets, API tokens and the audit
-// log, under /api/v1, with bearer-token authentication and three roles.
+// templates of the job platform, agents, elastic workers and their
+// providers, secrets, API tokens and the audit log, under /api/v1, with
+// bearer-token authentication and three roles.
 //
 // The flow of a call is HTTP → Control (the scheduler, for anything that
 // changes runs, jobs or agents) or the store (for plain definitions) →
@@ -18,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/oxide-ci/oxide/internal/jobspec"
+	"github.com/oxide-ci/oxide/internal/provider"
 	"github.com/oxide-ci/oxide/internal/scheduler"
 	"github.com/oxide-ci/oxide/internal/secrets"
 	"github.com/oxide-ci/oxide/internal/store"
@@ -67,18 +69,22 @@ type Config struct {
 	Logger *slog.Logger
 	// MaxBody limits request bodies; 0: DefaultMaxBody.
 	MaxBody int64
+	// Providers are the providers of elastic workers, for GET /providers;
+	// empty when there are none.
+	Providers []provider.Provider
 }
 
 // Server is the API's http.Handler. Shutdown closes its WebSocket
 // connections, which http.Server.Shutdown does not track.
 type Server struct {
-	store   store.Store
-	control Control
-	tokens  TokenStore
-	box     *secrets.Box
-	ready   func(ctx context.Context) error
-	log     *slog.Logger
-	maxBody int64
+	store     store.Store
+	control   Control
+	tokens    TokenStore
+	box       *secrets.Box
+	ready     func(ctx context.Context) error
+	log       *slog.Logger
+	maxBody   int64
+	providers []provider.Provider
 
 	mux     *http.ServeMux
 	handler http.Handler
@@ -97,15 +103,16 @@ func New(cfg Config) *Server {
 		cfg.MaxBody = DefaultMaxBody
 	}
 	s := &Server{
-		store:   cfg.Store,
-		control: cfg.Control,
-		tokens:  cfg.Tokens,
-		box:     cfg.Secrets,
-		ready:   cfg.Ready,
-		log:     cfg.Logger,
-		maxBody: cfg.MaxBody,
-		mux:     http.NewServeMux(),
-		touched: map[string]int64{},
+		store:     cfg.Store,
+		control:   cfg.Control,
+		tokens:    cfg.Tokens,
+		box:       cfg.Secrets,
+		ready:     cfg.Ready,
+		log:       cfg.Logger,
+		maxBody:   cfg.MaxBody,
+		providers: cfg.Providers,
+		mux:       http.NewServeMux(),
+		touched:   map[string]int64{},
 	}
 	if cfg.JetStream != nil {
 		s.hub = newHub(cfg.JetStream, cfg.Logger)
@@ -168,6 +175,9 @@ func (s *Server) routes() {
 	s.route("GET /api/v1/agents/{id}", RoleViewer, s.getAgent)
 	s.route("POST /api/v1/agents/{id}/drain", RoleDeveloper, s.drainAgent)
 	s.route("DELETE /api/v1/agents/{id}", RoleAdmin, s.deleteAgent)
+
+	s.route("GET /api/v1/workers", RoleViewer, s.listWorkers)
+	s.route("GET /api/v1/providers", RoleViewer, s.listProviders)
 
 	s.route("GET /api/v1/secrets", RoleViewer, s.listSecrets)
 	s.route("PUT /api/v1/secrets/{name}", RoleDeveloper, s.putSecret)

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/oxide-ci/oxide/internal/jobspec"
+	"github.com/oxide-ci/oxide/internal/provider"
 	"github.com/oxide-ci/oxide/internal/scheduler"
 	"github.com/oxide-ci/oxide/internal/secrets"
 	"github.com/oxide-ci/oxide/internal/server/api"
@@ -40,8 +41,9 @@ type bundle struct {
 }
 
 type options struct {
-	js    jetstream.JetStream
-	ready func(context.Context) error
+	js        jetstream.JetStream
+	ready     func(context.Context) error
+	providers []provider.Provider
 }
 
 func setup(t *testing.T) *bundle { return setupWith(t, options{}) }
@@ -70,6 +72,7 @@ func setupWith(t *testing.T, o options) *bundle {
 		Secrets:   box,
 		JetStream: o.js,
 		Ready:     o.ready,
+		Providers: o.providers,
 		Logger:    slog.New(slog.NewJSONHandler(b.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	b.srv = httptest.NewServer(b.api)
