@@ -324,3 +324,27 @@ func TestSweep(t *testing.T) {
 		t.Errorf("%d left after the sweep", n)
 	}
 }
+
+// TestGPURequest: a gpu count becomes a device request of the container.
+// This machine has no GPU, so the engine creates the container but cannot
+// start it; the request is checked on the created container.
+func TestGPURequest(t *testing.T) {
+	t.Parallel()
+	e, cli, image := engine(t, docker.Options{})
+	env := e.Env("job-gpu", &pipeline.Container{Image: image, Resources: &pipeline.Resources{GPU: &pipeline.GPU{Count: 2}}}, t.TempDir(), "")
+	defer env.Cleanup(context.Background())
+	err := env.Prepare(t.Context())
+	cs, lerr := cli.ContainerList(t.Context(), client.ContainerListOptions{All: true, Filters: client.Filters{}.Add("label", docker.LabelJob+"=job-gpu")})
+	if lerr != nil || len(cs.Items) != 1 {
+		t.Fatalf("containers of the job: %v, %v (prepare: %v)", cs.Items, lerr, err)
+	}
+	in, ierr := cli.ContainerInspect(t.Context(), cs.Items[0].ID, client.ContainerInspectOptions{})
+	if ierr != nil {
+		t.Fatal(ierr)
+	}
+	dr := in.Container.HostConfig.DeviceRequests
+	if len(dr) != 1 || dr[0].Count != 2 || len(dr[0].Capabilities) != 1 || dr[0].Capabilities[0][0] != "gpu" {
+		t.Errorf("device requests %+v, want 2 gpus", dr)
+	}
+	t.Logf("prepare on a machine without a GPU: %v", err)
+}

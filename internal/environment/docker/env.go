@@ -329,24 +329,23 @@ func (f stepFiles) exited(stop <-chan struct{}) <-chan struct{} {
 }
 
 // signal sends sig to the step whose shell wrote its PID to pidFile: an
-// exec'd process leads a process group of its own.
+// exec'd process leads a process group of its own. Before the shell has
+// written it, or when no exec can run, the signal goes to the container.
 func (e *Env) signal(ctx context.Context, pidFile, sig string) {
 	b, err := os.ReadFile(pidFile)
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 1 {
-		return // not started yet: the exec ends with the container
+	if pid, _ := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 {
+		p := strconv.Itoa(pid)
+		ex, err := e.engine.cli.ExecCreate(ctx, e.id, client.ExecCreateOptions{
+			User: "0", Cmd: []string{"/bin/sh", "-c", "kill -" + sig + " -" + p + " || kill -" + sig + " " + p},
+		})
+		if err == nil {
+			_, err = e.engine.cli.ExecStart(ctx, ex.ID, client.ExecStartOptions{Detach: true})
+		}
+		if err == nil || cerrdefs.IsNotFound(err) || cerrdefs.IsConflict(err) {
+			return // sent; or the container is gone or stopping, and the step with it
+		}
 	}
-	p := strconv.Itoa(pid)
-	ex, err := e.engine.cli.ExecCreate(ctx, e.id, client.ExecCreateOptions{
-		User: "0", Cmd: []string{"/bin/sh", "-c", "kill -" + sig + " -" + p + " || kill -" + sig + " " + p},
-	})
-	if err == nil {
-		_, err = e.engine.cli.ExecStart(ctx, ex.ID, client.ExecStartOptions{Detach: true})
-	}
-	if err != nil && !cerrdefs.IsNotFound(err) && !cerrdefs.IsConflict(err) {
-		// The container is gone or stopping: so is the step.
-		e.engine.cli.ContainerKill(ctx, e.id, client.ContainerKillOptions{Signal: sig})
-	}
+	e.engine.cli.ContainerKill(ctx, e.id, client.ContainerKillOptions{Signal: sig})
 }
 
 // exitCode is the step's shell's exit code, from its exit file, else
