@@ -348,3 +348,33 @@ func TestGPURequest(t *testing.T) {
 	}
 	t.Logf("prepare on a machine without a GPU: %v", err)
 }
+
+// TestSweepOwners: a local run sweeps what the runs of its prefix left
+// whose owners are gone, and leaves the live ones' alone.
+func TestSweepOwners(t *testing.T) {
+	t.Parallel()
+	_, cli, image := engine(t, docker.Options{})
+	prefix := "test:" + t.Name() + ":"
+	ws := t.TempDir()
+	for _, owner := range []string{"dead", "alive"} {
+		e, err := docker.Connect(t.Context(), docker.Options{Owner: prefix + owner})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer e.Close()
+		env := e.Env("job-owner-"+owner, &pipeline.Container{Image: image}, ws, "")
+		if err := env.Prepare(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		defer env.Cleanup(context.Background())
+	}
+	e, err := docker.Connect(t.Context(), docker.Options{Owner: prefix + "me"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	n, err := e.SweepOwners(t.Context(), prefix, func(owner string) bool { return owner == prefix+"dead" })
+	if err != nil || n != 1 || leftovers(t, cli, "job-owner-dead") != 0 || leftovers(t, cli, "job-owner-alive") != 1 {
+		t.Errorf("swept %d, %v: want the dead owner's container only", n, err)
+	}
+}
