@@ -212,8 +212,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		ID: id.AgentID, Labels: labels, Concurrency: cfg.Concurrency, Dir: workspaces,
 		Heartbeat: cfg.Heartbeat, Grace: cfg.KillGrace, HostOnly: cfg.HostOnly, Control: ctl, Logger: log,
 	}
+	scratch := filepath.Join(cfg.DataDir, "tmp")
+	if err := os.MkdirAll(scratch, 0o700); err != nil {
+		return err
+	}
 	eng, err := docker.Open(ctx, cfg.Docker, docker.Options{
-		Owner: "agent:" + id.AgentID, Grace: cfg.KillGrace, AllowPrivileged: cfg.DockerPrivileged,
+		Owner: "agent:" + id.AgentID, Grace: cfg.KillGrace, AllowPrivileged: cfg.DockerPrivileged, TempDir: scratch,
 	}, log)
 	if err != nil {
 		return err

@@ -37,6 +37,9 @@ type Config struct {
 	WorkerPool     string // labels the provider's workers; default: an ID of DataDir
 	WorkerImage    string
 	WorkerNetwork  string
+	// WorkerDockerSocket, when set, is the engine's socket, mounted in the
+	// workers so that they run container jobs on it.
+	WorkerDockerSocket string
 	WorkersMin     int
 	WorkersMax     int
 	ScaleFactor    float64
@@ -70,6 +73,7 @@ func (c *Config) Flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.WorkerPool, "worker-pool", "", "name of this server's pool of elastic workers on the engine; servers sharing a database share one (default: an ID of the data directory)")
 	fs.StringVar(&c.WorkerImage, "worker-image", "oxide/worker:dev", "image of the provider's workers (scripts/worker-image.sh builds it)")
 	fs.StringVar(&c.WorkerNetwork, "worker-network", "host", "Docker network of the provider's workers; they must reach --grpc-addr")
+	fs.StringVar(&c.WorkerDockerSocket, "worker-docker-socket", "", "the engine's socket (/var/run/docker.sock) to mount in the provider's workers, so that they run container jobs on it; it gives them the engine's powers")
 	fs.IntVar(&c.WorkersMin, "workers-min", 0, "elastic workers kept even when idle")
 	fs.IntVar(&c.WorkersMax, "workers-max", 4, "elastic workers at most")
 	fs.Float64Var(&c.ScaleFactor, "scale-factor", 1, "elastic workers wanted per queued job")

@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"fmt"
+	"os"
+	"strings"
 	"path/filepath"
 	"testing"
 	"time"
@@ -177,5 +179,43 @@ func TestAutoscaleRegisterTimeout(t *testing.T) {
 	f := client.Filters{}.Add("label", "oxide.worker="+ws[0].ID)
 	if cs, err := cli.ContainerList(t.Context(), client.ContainerListOptions{All: true, Filters: f}); err != nil || len(cs.Items) != 0 {
 		t.Errorf("the failed worker's container is still there: %v, %v", cs.Items, err)
+	}
+}
+
+// TestAutoscaleContainerJob: with the engine's socket, an elastic worker
+// runs a job that asks for a container in a container of that image,
+// beside itself on the engine, and the job's workspace is where the
+// engine finds it.
+func TestAutoscaleContainerJob(t *testing.T) {
+	cli := dockertest.Client(t)
+	const socket = "/var/run/docker.sock"
+	if _, err := os.Stat(socket); err != nil {
+		t.Skipf("the engine has no socket at %s: %v", socket, err)
+	}
+	cfg := providerConfig(t, cli)
+	workerContainers(t, cli, cfg)
+	cfg.WorkersMin, cfg.WorkersMax = 0, 1
+	cfg.WorkerDockerSocket = socket
+	s := startServer(t, cfg)
+	image := dockertest.BusyboxImage(t, cli)
+	var j struct{ ID string }
+	s.call(t, "POST", "/api/v1/jobs", s.Token, map[string]any{
+		"name": "in a container", "image": image,
+		"command": "cat /etc/os-release; pwd; echo made > here.txt; cat here.txt",
+	}).want(t, 201, &j)
+	var job struct{ State, Error string }
+	testkit.Until(t, 60*time.Second, func() (bool, string) {
+		s.call(t, "GET", "/api/v1/jobs/"+j.ID, s.Token, nil).want(t, 200, &job)
+		return job.State == "succeeded" || job.State == "failed", "job " + job.State
+	})
+	var logs struct{ Lines []struct{ Text string } }
+	s.call(t, "GET", "/api/v1/jobs/"+j.ID+"/logs", s.Token, nil).want(t, 200, &logs)
+	var text []string
+	for _, l := range logs.Lines {
+		text = append(text, l.Text)
+	}
+	got := strings.Join(text, "\n")
+	if job.State != "succeeded" || !strings.Contains(got, `NAME="Oxide test busybox"`) || !strings.Contains(got, "/workspace\nmade") {
+		t.Fatalf("job %s (%s), logs:\n%s\nwant it run in the job's image, in its workspace", job.State, job.Error, got)
 	}
 }

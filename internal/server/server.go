@@ -444,9 +444,15 @@ func newProvider(ctx context.Context, cfg Config, agents *agentsvc.Server, log *
 	if err != nil {
 		return nil, nil, fmt.Errorf("--provider docker: %w", err)
 	}
+	dataRoot, err := filepath.Abs(filepath.Join(cfg.DataDir, "workers"))
+	if err != nil {
+		eng.Close()
+		return nil, nil, err
+	}
 	return dockerprovider.New(eng.Client(), dockerprovider.Config{
 		Image: cfg.WorkerImage, Network: cfg.WorkerNetwork, Logger: log,
-		Pool: cmp.Or(cfg.WorkerPool, stableID(cfg.DataDir, "worker-pool")),
+		Pool:         cmp.Or(cfg.WorkerPool, stableID(cfg.DataDir, "worker-pool")),
+		DockerSocket: cfg.WorkerDockerSocket, DataRoot: dataRoot,
 	}), func() { eng.Close() }, nil
 }
 

@@ -42,6 +42,11 @@ type Options struct {
 	// AllowPrivileged lets jobs ask for privileged containers and added
 	// capabilities; without it they are refused.
 	AllowPrivileged bool
+	// TempDir is where jobs' scratch directories are made, mounted in
+	// their containers at the same path; empty: os.TempDir(). An agent in
+	// a container that runs jobs on its host's engine sets a directory
+	// that has the same path on the host.
+	TempDir string
 }
 
 // Engine makes container environments on one Docker engine.

@@ -78,7 +78,7 @@ func (e *Env) Prepare(ctx context.Context) error {
 	if err := e.pullIfMissing(ctx); err != nil {
 		return err
 	}
-	if e.scratch, err = os.MkdirTemp("", "oxide-job-"); err != nil {
+	if e.scratch, err = os.MkdirTemp(e.engine.opts.TempDir, "oxide-job-"); err != nil {
 		return fmt.Errorf("docker: prepare: %w", err)
 	}
 	if e.spec.User != "" {

@@ -10,11 +10,14 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/client"
 
 	"github.com/oxide-ci/oxide/internal/provider"
@@ -44,7 +47,14 @@ type Config struct {
 	CPUs        float64       // CPUs a worker may use; 0: no limit
 	Memory      int64         // bytes of memory a worker may use; 0: no limit
 	Concurrency int           // jobs an agent runs at once; 0: the agent's default
-	Logger      *slog.Logger
+	// DockerSocket, when set, is this engine's socket on the host: each
+	// worker gets it at /var/run/docker.sock and runs container jobs on
+	// the engine, beside itself. Its data directory is then
+	// DataRoot/<worker ID> on the host, mounted at the same path, so that
+	// the paths of its workspaces mean the same to the engine.
+	DockerSocket string
+	DataRoot     string
+	Logger       *slog.Logger
 }
 
 // Provider makes workers as containers.
@@ -83,7 +93,7 @@ func containerName(id string) string { return "oxide-worker-" + id[:min(8, len(i
 // Create creates and starts the container of spec, named
 // containerName(spec.ID), and returns its ID. It removes the container
 // when it cannot start it.
-func (p *Provider) Create(ctx context.Context, spec provider.Spec) (string, error) {
+func (p *Provider) Create(ctx context.Context, spec provider.Spec) (handle string, err error) {
 	if p.cfg.Image == "" {
 		return "", errors.New("docker: no worker image configured")
 	}
@@ -93,7 +103,29 @@ func (p *Provider) Create(ctx context.Context, spec provider.Spec) (string, erro
 		"OXIDE_AGENT_TOKEN=" + spec.Token,
 		"OXIDE_AGENT_LABELS=" + strings.Join(spec.Labels, ","),
 		"OXIDE_AGENT_NAME=" + name,
-		"OXIDE_AGENT_DATA_DIR=" + dataDir,
+	}
+	hc := &container.HostConfig{
+		NetworkMode: container.NetworkMode(p.cfg.Network),
+		Init:        new(true), // reaps the orphans of jobs' processes
+		Resources:   container.Resources{NanoCPUs: int64(p.cfg.CPUs * 1e9), Memory: p.cfg.Memory},
+	}
+	if p.cfg.DockerSocket != "" {
+		dir := filepath.Join(p.cfg.DataRoot, spec.ID)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return "", fmt.Errorf("docker: worker data: %w", err)
+		}
+		defer func() {
+			if err != nil {
+				os.RemoveAll(dir)
+			}
+		}()
+		hc.Mounts = []mount.Mount{
+			{Type: mount.TypeBind, Source: dir, Target: dir},
+			{Type: mount.TypeBind, Source: p.cfg.DockerSocket, Target: "/var/run/docker.sock"},
+		}
+		env = append(env, "OXIDE_AGENT_DATA_DIR="+dir, "OXIDE_AGENT_DOCKER=on")
+	} else {
+		env = append(env, "OXIDE_AGENT_DATA_DIR="+dataDir, "OXIDE_AGENT_DOCKER=off")
 	}
 	if p.cfg.Concurrency > 0 {
 		env = append(env, fmt.Sprintf("OXIDE_AGENT_CONCURRENCY=%d", p.cfg.Concurrency))
@@ -107,11 +139,7 @@ func (p *Provider) Create(ctx context.Context, spec provider.Spec) (string, erro
 				labelManaged: "true", labelRole: "worker", labelWorker: spec.ID, labelProvider: p.Name(), labelPool: p.cfg.Pool,
 			},
 		},
-		HostConfig: &container.HostConfig{
-			NetworkMode: container.NetworkMode(p.cfg.Network),
-			Init:        new(true), // reaps the orphans of jobs' processes
-			Resources:   container.Resources{NanoCPUs: int64(p.cfg.CPUs * 1e9), Memory: p.cfg.Memory},
-		},
+		HostConfig: hc,
 	})
 	if err != nil {
 		if cerrdefs.IsNotFound(err) {
@@ -136,17 +164,27 @@ func (p *Provider) Create(ctx context.Context, spec provider.Spec) (string, erro
 
 // Destroy stops the container handle with SIGTERM, kills it when it is
 // still running after the grace period, and removes it with its anonymous
-// volumes. A container that is gone already is not an error.
+// volumes and its data directory on the host, if any. A container that is
+// gone already is not an error.
 func (p *Provider) Destroy(ctx context.Context, handle string) error {
+	in, err := p.cli.ContainerInspect(ctx, handle, client.ContainerInspectOptions{})
+	if cerrdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("docker: inspect %s: %w", handle, err)
+	}
 	grace := new(int(math.Ceil(p.cfg.Grace.Seconds())))
-	if _, err := p.cli.ContainerStop(ctx, handle, client.ContainerStopOptions{Timeout: grace}); err != nil {
-		if cerrdefs.IsNotFound(err) {
-			return nil
-		}
+	if _, err := p.cli.ContainerStop(ctx, handle, client.ContainerStopOptions{Timeout: grace}); err != nil && !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("docker: stop %s: %w", handle, err)
 	}
 	if _, err := p.cli.ContainerRemove(ctx, handle, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("docker: remove %s: %w", handle, err)
+	}
+	if id := in.Container.Config.Labels[labelWorker]; p.cfg.DockerSocket != "" && id != "" {
+		if err := os.RemoveAll(filepath.Join(p.cfg.DataRoot, id)); err != nil {
+			return fmt.Errorf("docker: worker data: %w", err)
+		}
 	}
 	p.cfg.Logger.Info("worker container removed", "id", handle)
 	return nil
