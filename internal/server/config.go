@@ -33,21 +33,21 @@ type Config struct {
 	// per queued job; they run WorkerImage and are destroyed after
 	// WorkerIdle without work, or when their agent has not registered
 	// within WorkerRegister.
-	Provider       string
-	WorkerPool     string // labels the provider's workers; default: an ID of DataDir
-	WorkerImage    string
-	WorkerNetwork  string
+	Provider      string
+	WorkerPool    string // labels the provider's workers; default: an ID of DataDir
+	WorkerImage   string
+	WorkerNetwork string
 	// WorkerDockerSocket, when set, is the engine's socket, mounted in the
 	// workers so that they run container jobs on it.
 	WorkerDockerSocket string
-	WorkersMin     int
-	WorkersMax     int
-	ScaleFactor    float64
-	WorkerIdle     time.Duration
-	WorkerRegister time.Duration
-	AgentTimeout   time.Duration
-	Lease          time.Duration
-	LogLevel       string
+	WorkersMin         int
+	WorkersMax         int
+	ScaleFactor        float64
+	WorkerIdle         time.Duration
+	WorkerRegister     time.Duration
+	AgentTimeout       time.Duration
+	Lease              time.Duration
+	LogLevel           string
 	// TLS of the agents' gRPC endpoint (package pki): the CA (its
 	// certificate, and its key in the same file to register agents) and
 	// the listener's certificate and key. Empty: a CA made in DataDir on
