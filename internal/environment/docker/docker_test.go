@@ -378,3 +378,16 @@ func TestSweepOwners(t *testing.T) {
 		t.Errorf("swept %d, %v: want the dead owner's container only", n, err)
 	}
 }
+
+// TestEntrypoint: a container's entrypoint is its main process, given the
+// keep-alive command to run; steps run beside it.
+func TestEntrypoint(t *testing.T) {
+	t.Parallel()
+	e, _, image := engine(t, docker.Options{})
+	ws := t.TempDir()
+	c := &pipeline.Container{Image: image, Entrypoint: []string{"/bin/sh", "-c", `echo "entered with $*" > /tmp/entry; exec "$@"`, "entry"}}
+	res, out := run(t, e.Env("job-entry", c, ws, ""), ws, []*pipeline.Step{step("look", "cat /tmp/entry")})
+	if res.Status != runner.StatusSuccess || !strings.Contains(out, "stdout: entered with tail -f /dev/null") {
+		t.Errorf("status %s, output:\n%s", res.Status, out)
+	}
+}
