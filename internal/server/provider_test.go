@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,7 +11,11 @@ import (
 	"time"
 
 	"github.com/moby/moby/client"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/oxide-ci/oxide/internal/events"
+	"github.com/oxide-ci/oxide/internal/events/natsbus"
 	"github.com/oxide-ci/oxide/internal/store"
 	"github.com/oxide-ci/oxide/internal/store/sqlite"
 	"github.com/oxide-ci/oxide/internal/testkit"
@@ -145,10 +150,16 @@ func TestAutoscaleBurst(t *testing.T) {
 // TestAutoscaleRegisterTimeout: a worker whose agent cannot reach the
 // server (no network) is destroyed when its registration time is up, and
 // marked failed; the job it was made for is still queued, and gets the
-// next worker.
+// next worker. The worker's changes reach NATS as oxide.worker.* events.
 func TestAutoscaleRegisterTimeout(t *testing.T) {
 	cli := dockertest.Client(t)
+	emb, err := natsbus.StartEmbedded(t.Context(), t.TempDir(), natsbus.EmbeddedConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(emb.Shutdown) // after the server's cleanup, which is registered later
 	cfg := providerConfig(t, cli)
+	cfg.NATSURL = emb.ClientURL()
 	running := workerContainers(t, cli, cfg)
 	cfg.WorkersMin, cfg.WorkersMax = 0, 1
 	cfg.WorkerNetwork = "none"
@@ -179,6 +190,32 @@ func TestAutoscaleRegisterTimeout(t *testing.T) {
 	f := client.Filters{}.Add("label", "oxide.worker="+ws[0].ID)
 	if cs, err := cli.ContainerList(t.Context(), client.ContainerListOptions{All: true, Filters: f}); err != nil || len(cs.Items) != 0 {
 		t.Errorf("the failed worker's container is still there: %v, %v", cs.Items, err)
+	}
+
+	nc, err := nats.Connect(emb.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(t.Context(), natsbus.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, what := range []string{"provisioning", "failed"} {
+		subject := "oxide.worker." + what + "." + events.Token(ws[0].ID)
+		m, err := stream.GetLastMsgForSubject(t.Context(), subject)
+		if err != nil {
+			t.Errorf("%s: %v", subject, err)
+			continue
+		}
+		var w struct{ ID, State string }
+		if err := json.Unmarshal(m.Data, &w); err != nil || w.ID != ws[0].ID || w.State != what {
+			t.Errorf("%s: %s", subject, m.Data)
+		}
 	}
 }
 
@@ -217,5 +254,53 @@ func TestAutoscaleContainerJob(t *testing.T) {
 	got := strings.Join(text, "\n")
 	if job.State != "succeeded" || !strings.Contains(got, `NAME="Oxide test busybox"`) || !strings.Contains(got, "/workspace\nmade") {
 		t.Fatalf("job %s (%s), logs:\n%s\nwant it run in the job's image, in its workspace", job.State, job.Error, got)
+	}
+}
+
+// TestPipelineInContainer: the server's in-process worker runs a stage
+// that asks for a container in one, on the real engine, and a stage of the
+// host beside it; outputs cross from one to the other.
+func TestPipelineInContainer(t *testing.T) {
+	cli := dockertest.Client(t)
+	image := dockertest.BusyboxImage(t, cli)
+	cfg := testConfig(t)
+	cfg.HostOnly = false
+	s := startServer(t, cfg)
+	def := fmt.Sprintf(`version: "1"
+name: boxed
+stages:
+  - name: inside
+    environment:
+      type: container
+      container:
+        image: %s
+    steps:
+      - name: release
+        id: release
+        run: |
+          cat /etc/os-release
+          echo "name=$(grep ^NAME= /etc/os-release | cut -d'"' -f2)" >> "$OXIDE_OUTPUT"
+  - name: outside
+    steps:
+      - name: report
+        run: echo "the container was ${{ steps.release.outputs.name }}"
+`, image)
+	var p struct{ ID string }
+	s.call(t, "POST", "/api/v1/pipelines", s.Token, map[string]string{"name": "boxed", "definition": def}).want(t, 201, &p)
+	var run runJSON
+	s.call(t, "POST", "/api/v1/pipelines/"+p.ID+"/runs", s.Token, map[string]any{}).want(t, 201, &run)
+	testkit.Until(t, 60*time.Second, func() (bool, string) {
+		s.call(t, "GET", "/api/v1/runs/"+run.ID, s.Token, nil).want(t, 200, &run)
+		return run.Status != "queued" && run.Status != "running", "run " + run.Status
+	})
+	var logs struct{ Lines []struct{ Text string } }
+	s.call(t, "GET", "/api/v1/runs/"+run.ID+"/logs", s.Token, nil).want(t, 200, &logs)
+	var text []string
+	for _, l := range logs.Lines {
+		text = append(text, l.Text)
+	}
+	got := strings.Join(text, "\n")
+	if run.Status != "success" || !strings.Contains(got, "the container was Oxide test busybox") {
+		t.Fatalf("run %s, logs:\n%s", run.Status, got)
 	}
 }
