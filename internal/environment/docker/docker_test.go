@@ -273,6 +273,12 @@ func TestRefusals(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "oxide-test/no-such-image:1") || !strings.Contains(err.Error(), "could not be pulled") {
 		t.Errorf("missing image: %v", err)
 	}
+	ecr := e.Env("job-ecr", &pipeline.Container{Image: image, Registry: &pipeline.Registry{AWSECR: true}}, ws, "")
+	err = ecr.Prepare(t.Context())
+	ecr.Cleanup(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "not supported yet") {
+		t.Errorf("an ECR login: %v", err)
+	}
 	priv := e.Env("job-priv", &pipeline.Container{Image: image, Capabilities: []string{"NET_ADMIN"}}, ws, "")
 	err = priv.Prepare(t.Context())
 	priv.Cleanup(context.Background())

@@ -68,6 +68,9 @@ func (e *Env) Prepare(ctx context.Context) error {
 	if e.spec == nil || e.spec.Image == "" {
 		return errors.New("docker: the container environment names no image")
 	}
+	if r := e.spec.Registry; r != nil && (r.AWSECR || r.GCPGCR) {
+		return errors.New("docker: registry.aws_ecr and registry.gcp_gcr logins are not supported yet: give username and password_secret")
+	}
 	if (e.spec.Privileged || len(e.spec.Capabilities) > 0) && !e.engine.opts.AllowPrivileged {
 		return errors.New("docker: this agent does not allow privileged containers or added capabilities (start it with --docker-privileged)")
 	}
