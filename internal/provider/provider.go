@@ -33,7 +33,8 @@ type Capacity struct {
 
 // Provider creates and destroys workers.
 type Provider interface {
-	// Name identifies the provider in store.Worker.Provider: "docker".
+	// Name identifies the provider and its pool of workers in
+	// store.Worker.Provider: "docker:default".
 	Name() string
 	// Create starts a worker whose agent registers with spec.Token, and
 	// returns its handle. A worker that it could not start is removed

@@ -70,7 +70,7 @@ func workers(t *testing.T, cfg Config) []store.Worker {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	ws, err := st.Workers().List(t.Context(), "docker")
+	ws, err := st.Workers().List(t.Context(), "docker:"+cfg.WorkerPool)
 	if err != nil {
 		t.Fatal(err)
 	}

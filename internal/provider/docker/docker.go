@@ -83,8 +83,10 @@ func New(cli *client.Client, cfg Config) *Provider {
 	return &Provider{cli: cli, cfg: cfg}
 }
 
-// Name returns "docker".
-func (p *Provider) Name() string { return "docker" }
+// Name is "docker:" and the pool: its workers' provider in the store, so
+// that servers of different pools sharing a database leave each other's
+// workers alone.
+func (p *Provider) Name() string { return "docker:" + p.cfg.Pool }
 
 // containerName returns the name of the container of worker id:
 // oxide-worker- and the first 8 characters of id.
@@ -136,7 +138,7 @@ func (p *Provider) Create(ctx context.Context, spec provider.Spec) (handle strin
 		Config: &container.Config{
 			Env: env,
 			Labels: map[string]string{
-				labelManaged: "true", labelRole: "worker", labelWorker: spec.ID, labelProvider: p.Name(), labelPool: p.cfg.Pool,
+				labelManaged: "true", labelRole: "worker", labelWorker: spec.ID, labelProvider: "docker", labelPool: p.cfg.Pool,
 			},
 		},
 		HostConfig: hc,
@@ -206,7 +208,7 @@ func (p *Provider) List(ctx context.Context) ([]provider.Instance, error) {
 
 // containers lists the worker containers, only the running ones if running.
 func (p *Provider) containers(ctx context.Context, running bool) ([]container.Summary, error) {
-	f := make(client.Filters).Add("label", labelRole+"=worker", labelProvider+"="+p.Name(), labelPool+"="+p.cfg.Pool)
+	f := make(client.Filters).Add("label", labelRole+"=worker", labelProvider+"=docker", labelPool+"="+p.cfg.Pool)
 	if running {
 		f.Add("status", string(container.StateRunning))
 	}
