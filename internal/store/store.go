@@ -105,6 +105,7 @@ type Tx interface {
 	Tokens() Tokens
 	BootstrapTokens() BootstrapTokens
 	Workers() Workers
+	Leases() Leases
 	Outbox() Outbox
 }
 
@@ -752,6 +753,21 @@ type Workers interface {
 	// in a final state already, or if u.State goes back (ready to
 	// provisioning, terminating to ready or provisioning).
 	Update(ctx context.Context, id string, u WorkerUpdate) (Worker, error)
+}
+
+// Leases are named, expiring locks that elect one server among those
+// sharing a database for a task, such as the autoscaler of a pool of
+// workers. Leases are not state changes: no events.
+type Leases interface {
+	// Acquire takes the lease name for holder until ttl from now (the
+	// database's clock, as job leases), or renews it, and reports whether
+	// holder has it: it does when the lease is free, expired, or holder's
+	// already. Of concurrent calls for a free lease (on any number of
+	// servers), one wins. ErrInvalid without a name or holder, or with a
+	// ttl that is not positive.
+	Acquire(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
+	// Release frees the lease if holder has it; otherwise it does nothing.
+	Release(ctx context.Context, name, holder string) error
 }
 
 // Event is an outbox entry: a state change to publish.

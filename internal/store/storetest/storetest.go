@@ -46,6 +46,7 @@ func Run(t *testing.T, newDB func(t *testing.T) OpenFunc) {
 		"LogsConcurrent":     testLogsConcurrent,
 		"Agents":             testAgents,
 		"Workers":            testWorkers,
+		"Leases":             testLeases,
 		"Secrets":            testSecrets,
 		"Cache":              testCache,
 		"Audit":              testAudit,
