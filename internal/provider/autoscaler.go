@@ -23,7 +23,9 @@ type Control interface {
 
 // Autoscaler keeps a provider's pool at the size the queue asks for: the
 // busy workers plus ScaleFactor workers per queued job, between Min and
-// Max. It adds workers at once and removes only those idle for Idle.
+// Max. It adds workers at once and removes only those idle for Idle. Of
+// the servers sharing a store, one at a time scales a provider's pool: the
+// holder of its lease.
 type Autoscaler struct {
 	Store    store.Store
 	Control  Control
@@ -41,8 +43,12 @@ type Autoscaler struct {
 	Register time.Duration
 	// Interval is the time between two reconciliations; default 2s.
 	Interval time.Duration
-	Logger   *slog.Logger
+	// Holder names this autoscaler in the lease that elects one per
+	// provider among the servers sharing the store; default a random ID.
+	Holder string
+	Logger *slog.Logger
 
+	leading   bool                 // whether the last reconciliation held the lease
 	idleSince map[string]time.Time // by worker ID
 	unhealthy error                // the provider's last health error, logged once
 }
@@ -60,6 +66,9 @@ func (a *Autoscaler) defaults() {
 	if a.Interval <= 0 {
 		a.Interval = 2 * time.Second
 	}
+	if a.Holder == "" {
+		a.Holder = store.NewID()
+	}
 	if a.Logger == nil {
 		a.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -70,12 +79,19 @@ func (a *Autoscaler) defaults() {
 
 // Run reconciles every Interval, and as soon as jobs are queued (queued
 // returns a channel closed when they next are), until ctx is done.
-// Workers keep running when it returns: the next server's autoscaler takes
-// them over from the store.
+// Workers keep running when it returns, and it gives up its lease: another
+// server's autoscaler, or the next one's, takes them over from the store.
 func (a *Autoscaler) Run(ctx context.Context, queued func() <-chan struct{}) {
 	a.defaults()
 	t := time.NewTicker(a.Interval)
 	defer t.Stop()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := a.Store.Leases().Release(ctx, a.lease(), a.Holder); err != nil {
+			a.Logger.Error("autoscaler: release the lease", "err", err)
+		}
+	}()
 	for {
 		wake := queued()
 		if err := a.Reconcile(ctx); err != nil && ctx.Err() == nil {
@@ -91,10 +107,29 @@ func (a *Autoscaler) Run(ctx context.Context, queued func() <-chan struct{}) {
 }
 
 // Reconcile moves every worker's provisioning along, destroys what must
-// go, and then sizes the pool.
+// go, and then sizes the pool; it does nothing while another autoscaler
+// holds the provider's lease.
 func (a *Autoscaler) Reconcile(ctx context.Context) error {
 	a.defaults()
 	name := a.Provider.Name()
+	// The lease outlives a few missed reconciliations, so that a busy
+	// holder keeps it, and is taken over soon after its holder is gone.
+	leading, err := a.Store.Leases().Acquire(ctx, a.lease(), a.Holder, max(5*a.Interval, 10*time.Second))
+	if err != nil {
+		return err
+	}
+	if leading != a.leading {
+		msg := "autoscaler: this server scales the pool"
+		if !leading {
+			msg = "autoscaler: another server scales the pool"
+		}
+		a.Logger.Info(msg, "provider", name, "holder", a.Holder)
+		a.leading = leading
+	}
+	if !leading {
+		clear(a.idleSince) // the holder keeps its own count
+		return nil
+	}
 	workers, err := a.Store.Workers().List(ctx, name, store.WorkerProvisioning, store.WorkerReady, store.WorkerTerminating)
 	if err != nil {
 		return err
@@ -197,6 +232,9 @@ func (a *Autoscaler) Reconcile(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
+
+// lease names the lease on the provider's pool.
+func (a *Autoscaler) lease() string { return "autoscaler/" + a.Provider.Name() }
 
 // working reports whether an agent holds a job.
 func (a *Autoscaler) working(ctx context.Context, agentID string) (bool, error) {

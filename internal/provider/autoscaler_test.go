@@ -304,3 +304,39 @@ func queuedIDs(t *testing.T, st store.Store) []string {
 	}
 	return ids
 }
+
+// TestOneLeader: two servers' autoscalers share a store and a provider;
+// only the lease holder creates or destroys workers, and the other takes
+// over, with the same workers, once the holder stops. The second asks for
+// a bigger pool, so that whether it acted shows.
+func TestOneLeader(t *testing.T) {
+	st, f, first := setup(t)
+	second := &provider.Autoscaler{
+		Store: st, Control: control{st}, Provider: f, Server: "127.0.0.1:1",
+		Min: 4, Max: 4, Idle: time.Hour, Register: time.Hour,
+	}
+	ctx := t.Context()
+	for i := range 2 {
+		if _, err := st.Jobs().Enqueue(ctx, store.Job{Name: fmt.Sprint("job-", i), Spec: []byte(`{}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reconcile(t, first)
+	reconcile(t, second)
+	reconcile(t, first)
+	if n := f.running(); n != 2 {
+		t.Fatalf("%d workers for 2 queued jobs, want 2: the follower acted", n)
+	}
+
+	// The first stops; its Run gives up the lease, and the second leads.
+	stopped, stop := context.WithCancel(ctx)
+	stop()
+	first.Run(stopped, func() <-chan struct{} { return nil })
+	reconcile(t, second)
+	if n := f.running(); n != 4 || len(f.destroyed) != 0 {
+		t.Fatalf("%d workers after the takeover (destroyed %v), want 4: the first's two and two more", n, f.destroyed)
+	}
+	if ws := workers(t, st, store.WorkerProvisioning); len(ws) != 4 {
+		t.Errorf("%d provisioning rows, want 4", len(ws))
+	}
+}

@@ -162,13 +162,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 		}
 	}
 	workersDone := startWorkers(work, cfg, svc, st, containers, log)
-	if elastic != nil {
+	scalerDone := make(chan struct{})
+	if elastic == nil {
+		close(scalerDone)
+	} else {
 		scaler := &provider.Autoscaler{
 			Store: st, Control: control{svc, agents}, Provider: elastic, Server: grpcAddr, Labels: cfg.AgentLabels,
 			Min: cfg.WorkersMin, Max: cfg.WorkersMax, ScaleFactor: cfg.ScaleFactor,
 			Idle: cfg.WorkerIdle, Register: cfg.WorkerRegister, Logger: log,
 		}
-		go scaler.Run(work, svc.Queued)
+		go func() {
+			defer close(scalerDone)
+			scaler.Run(work, svc.Queued)
+		}()
 	}
 	log.Info("oxide-server ready", "http", ln.Addr().String(), "grpc", grpcAddr, "data_dir", cfg.DataDir, "agents", cfg.Agents)
 	if ready != nil {
@@ -193,6 +199,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 	}
 	stopWork()
 	<-workersDone
+	<-scalerDone
 	<-done
 	return failed
 }
