@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -162,19 +163,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 		}
 	}
 	workersDone := startWorkers(work, cfg, svc, st, containers, log)
-	scalerDone := make(chan struct{})
-	if elastic == nil {
-		close(scalerDone)
-	} else {
+	var scaling sync.WaitGroup
+	if elastic != nil {
 		scaler := &provider.Autoscaler{
 			Store: st, Control: control{svc, agents}, Provider: elastic, Server: grpcAddr, Labels: cfg.AgentLabels,
 			Min: cfg.WorkersMin, Max: cfg.WorkersMax, ScaleFactor: cfg.ScaleFactor,
 			Idle: cfg.WorkerIdle, Register: cfg.WorkerRegister, Logger: log,
 		}
-		go func() {
-			defer close(scalerDone)
-			scaler.Run(work, svc.Queued)
-		}()
+		scaling.Go(func() { scaler.Run(work, svc.Queued) })
 	}
 	log.Info("oxide-server ready", "http", ln.Addr().String(), "grpc", grpcAddr, "data_dir", cfg.DataDir, "agents", cfg.Agents)
 	if ready != nil {
@@ -199,7 +195,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 	}
 	stopWork()
 	<-workersDone
-	<-scalerDone
+	scaling.Wait()
 	<-done
 	return failed
 }
