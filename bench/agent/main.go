@@ -42,11 +42,10 @@ import (
 	"github.com/oxide-ci/oxide/internal/agent"
 	"github.com/oxide-ci/oxide/internal/agent/agenttest"
 	"github.com/oxide-ci/oxide/internal/jobspec"
-	"github.com/oxide-ci/oxide/internal/pipeline"
 	"github.com/oxide-ci/oxide/internal/pki"
-	"github.com/oxide-ci/oxide/internal/runner"
 	"github.com/oxide-ci/oxide/internal/scheduler"
 	"github.com/oxide-ci/oxide/internal/server/agentsvc"
+	"github.com/oxide-ci/oxide/internal/spec"
 	"github.com/oxide-ci/oxide/internal/store"
 	"github.com/oxide-ci/oxide/internal/store/sqlite"
 )
@@ -227,7 +226,7 @@ func throughput(dir, bin string, n int) error {
 		return err
 	}
 	defer p.cmd.Process.Kill()
-	job := runner.Job{Stage: "logs", Steps: []*pipeline.Step{{Name: "print", ID: "print", Run: script}}}
+	job := spec.Job{Stage: "logs", Steps: []*spec.Step{{Name: "print", ID: "print", Run: script}}}
 	start = time.Now()
 	if err := srv.Push(p.id, agenttest.RunJob(p.id, "j1", "", 1, job)); err != nil {
 		return err

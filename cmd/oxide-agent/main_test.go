@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -19,8 +18,7 @@ import (
 	"github.com/oxide-ci/oxide/internal/agent"
 	"github.com/oxide-ci/oxide/internal/agent/agenttest"
 	"github.com/oxide-ci/oxide/internal/environment/docker"
-	"github.com/oxide-ci/oxide/internal/pipeline"
-	"github.com/oxide-ci/oxide/internal/runner"
+	"github.com/oxide-ci/oxide/internal/spec"
 	"github.com/oxide-ci/oxide/internal/testkit"
 	"github.com/oxide-ci/oxide/internal/testkit/dockertest"
 )
@@ -89,7 +87,7 @@ func TestAgentProcess(t *testing.T) {
 		}
 		return err == nil && srv.Connected(id)
 	})
-	job := runner.Job{Stage: "s", Steps: []*pipeline.Step{{Name: "hi", ID: "hi", Run: "echo hello from the agent"}}}
+	job := spec.Job{Stage: "s", Steps: []*spec.Step{{Name: "hi", ID: "hi", Run: "echo hello from the agent"}}}
 	if err := srv.Push(id, agenttest.RunJob(id, "j1", "", 1, job)); err != nil {
 		t.Fatal(err)
 	}
@@ -186,10 +184,9 @@ func TestKilledAgentLeavesNoContainer(t *testing.T) {
 			cli.ContainerRemove(context.Background(), c.ID, client.ContainerRemoveOptions{Force: true})
 		}
 	})
-	job := runner.Job{Stage: "s", Steps: []*pipeline.Step{{Name: "wait", ID: "wait", Run: "echo started; sleep 600"}}}
-	run := agenttest.RunJob(id, "j1", "", 1, job)
-	run.Environment, _ = json.Marshal(pipeline.Environment{Type: pipeline.EnvContainer, Container: &pipeline.Container{Image: image}})
-	if err := srv.Push(id, run); err != nil {
+	job := spec.Job{Stage: "s", Steps: []*spec.Step{{Name: "wait", ID: "wait", Run: "echo started; sleep 600"}},
+		Environment: &spec.Environment{Type: spec.EnvContainer, Container: &spec.Container{Image: image}}}
+	if err := srv.Push(id, agenttest.RunJob(id, "j1", "", 1, job)); err != nil {
 		t.Fatal(err)
 	}
 	testkit.WaitFor(t, 30*time.Second, "the step to start in its container", func() bool { return len(srv.Lines("j1")) > 0 })

@@ -9,18 +9,17 @@ import (
 	"time"
 
 	"github.com/oxide-ci/oxide/internal/environment/docker"
-	"github.com/oxide-ci/oxide/internal/local"
 	"github.com/oxide-ci/oxide/internal/pipeline"
 	"github.com/oxide-ci/oxide/internal/plan"
 )
 
-// connectDocker connects to the Docker engine when a stage of g asks for a
+// connectDocker connects to the Docker engine when a stage of r asks for a
 // container, and removes what local runs that were killed left behind. It
 // returns nil, nil when no stage asks for one.
-func connectDocker(p *pipeline.Pipeline, g *plan.Graph, grace time.Duration) (*docker.Engine, error) {
+func connectDocker(r *plan.Run, grace time.Duration) (*docker.Engine, error) {
 	need := false
-	for _, n := range g.Nodes {
-		if e := local.EnvironmentOf(p, n.Stage); e != nil && e.Type == pipeline.EnvContainer {
+	for _, n := range r.Nodes {
+		if e := n.Job.Environment; e != nil && e.Type == pipeline.EnvContainer {
 			need = true
 		}
 	}

@@ -6,13 +6,13 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/oxide-ci/oxide/internal/local"
+	"github.com/oxide-ci/oxide/internal/plan"
 )
 
 // detectGit reads the branch and commit of the checkout that holds dir from
 // its .git directory, without running git. Missing facts stay empty.
-func detectGit(dir string) local.Git {
-	var g local.Git
+func detectGit(dir string) plan.Trigger {
+	var g plan.Trigger
 	gitDir := ""
 	for d := dir; ; d = filepath.Dir(d) {
 		if fi, err := os.Stat(filepath.Join(d, ".git")); err == nil && fi.IsDir() {
@@ -51,7 +51,7 @@ func detectGit(dir string) local.Git {
 }
 
 // overrideGit applies --branch, --ref, --sha and --event.
-func overrideGit(g *local.Git, f *runFlags) {
+func overrideGit(g *plan.Trigger, f *runFlags) {
 	if f.branch != "" {
 		g.Branch, g.Ref = f.branch, "refs/heads/"+f.branch
 	}

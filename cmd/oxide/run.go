@@ -127,19 +127,29 @@ func runLocal(file string, f *runFlags) error {
 	if err != nil {
 		return invalid(err)
 	}
-	g, err := plan.Build(p)
+	ws := f.workspace
+	if ws == "" {
+		ws, _ = os.Getwd()
+	}
+	if ws, err = filepath.Abs(ws); err != nil {
+		return &exitError{code: exitUsage, err: err}
+	}
+	trig := detectGit(ws)
+	overrideGit(&trig, f)
+	trig.Variables = vars
+	r, err := plan.Compile(p, trig)
 	if err != nil {
 		return &exitError{code: exitUsage, err: fmt.Errorf("%s: %w", file, err)}
 	}
 	var eng *docker.Engine
 	var dockerErr error
 	if f.environment != "host" {
-		if eng, dockerErr = connectDocker(p, g, f.grace); eng != nil {
+		if eng, dockerErr = connectDocker(r, f.grace); eng != nil {
 			defer eng.Close()
 		}
 	}
 	var notes []string
-	if missing := local.Unsupported(p, g, eng != nil); len(missing) > 0 {
+	if missing := local.Unsupported(r, eng != nil); len(missing) > 0 {
 		if f.environment != "host" {
 			why := ""
 			if dockerErr != nil {
@@ -150,16 +160,6 @@ func runLocal(file string, f *runFlags) error {
 		}
 		notes = append(notes, fmt.Sprintf("--environment host: running %d stage instance(s) on this machine instead of the environment they ask for", len(missing)))
 	}
-	ws := f.workspace
-	if ws == "" {
-		ws, _ = os.Getwd()
-	}
-	if ws, err = filepath.Abs(ws); err != nil {
-		return &exitError{code: exitUsage, err: err}
-	}
-	git := detectGit(ws)
-	overrideGit(&git, f)
-
 	var rep local.Reporter
 	if f.output == "json" {
 		rep = report.NewJSON(os.Stdout)
@@ -182,24 +182,21 @@ func runLocal(file string, f *runFlags) error {
 	}()
 
 	runID := store.NewID()
-	r := local.Execute(ctx, runID, p, g, local.Options{
+	res := local.Execute(ctx, runID, r, local.Options{
 		Workspace: ws,
 		Parallel:  f.parallel,
-		Git:       git,
-		Variables: vars,
 		Secrets:   secrets,
 		LookupEnv: os.LookupEnv,
 		Timeout:   f.timeout,
-		HostOnly:  f.environment == "host",
 		NewEnvironment: func(n *plan.Node) runner.Environment {
-			if e := local.EnvironmentOf(p, n.Stage); eng != nil && e != nil && e.Type == pipeline.EnvContainer {
+			if e := n.Job.Environment; eng != nil && e != nil && e.Type == pipeline.EnvContainer {
 				return eng.Env(fmt.Sprintf("%s-%d", runID, n.Index), e.Container, ws, registryPassword(e.Container, secrets))
 			}
 			return host.New(host.Options{Grace: f.grace})
 		},
 	}, rep)
 	switch {
-	case r.Status == runner.StatusSuccess:
+	case res.Status == runner.StatusSuccess:
 		return nil
 	case errors.Is(context.Cause(ctx), local.ErrInterrupted):
 		return &exitError{code: exitInterrupted}

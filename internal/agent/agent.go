@@ -28,6 +28,7 @@ import (
 
 	"github.com/oxide-ci/oxide/internal/agentrpc"
 	"github.com/oxide-ci/oxide/internal/environment/docker"
+	"github.com/oxide-ci/oxide/internal/spec"
 	"github.com/oxide-ci/oxide/internal/worker"
 )
 
@@ -211,6 +212,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	w := &worker.Worker{
 		ID: id.AgentID, Labels: labels, Concurrency: cfg.Concurrency, Dir: workspaces,
 		Heartbeat: cfg.Heartbeat, Grace: cfg.KillGrace, HostOnly: cfg.HostOnly, Control: ctl, Logger: log,
+		Runner: spec.Runner{Name: cfg.Name, OS: runtime.GOOS, Arch: runtime.GOARCH},
 	}
 	scratch := filepath.Join(cfg.DataDir, "tmp")
 	if err := os.MkdirAll(scratch, 0o700); err != nil {

@@ -16,8 +16,7 @@ import (
 
 	"github.com/oxide-ci/oxide/internal/agent/agenttest"
 	"github.com/oxide-ci/oxide/internal/agentrpc"
-	"github.com/oxide-ci/oxide/internal/pipeline"
-	"github.com/oxide-ci/oxide/internal/runner"
+	"github.com/oxide-ci/oxide/internal/spec"
 	"github.com/oxide-ci/oxide/internal/testkit"
 )
 
@@ -141,8 +140,8 @@ func open(t *testing.T, path string) {
 	}
 }
 
-func job(script string) runner.Job {
-	return runner.Job{Stage: "test", Steps: []*pipeline.Step{{Name: "main", ID: "main", Run: script}}}
+func job(script string) spec.Job {
+	return spec.Job{Stage: "test", Steps: []*spec.Step{{Name: "main", ID: "main", Run: script}}}
 }
 
 // checkLines checks that the lines received, resent ones included, are

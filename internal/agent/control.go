@@ -15,6 +15,7 @@ import (
 	"github.com/oxide-ci/oxide/internal/agentrpc"
 	"github.com/oxide-ci/oxide/internal/runner"
 	"github.com/oxide-ci/oxide/internal/scheduler"
+	"github.com/oxide-ci/oxide/internal/spec"
 	"github.com/oxide-ci/oxide/internal/store"
 	"github.com/oxide-ci/oxide/internal/worker"
 )
@@ -131,19 +132,14 @@ func assignment(m *agentrpc.RunJob) (scheduler.Assignment, error) {
 	if err := json.Unmarshal(m.Job, &a.Work); err != nil {
 		return a, fmt.Errorf("job %s: decode job: %w", l.JobId, err)
 	}
-	a.Job.Name = a.Work.Stage
-	if len(m.Environment) > 0 {
-		if err := json.Unmarshal(m.Environment, &a.Environment); err != nil {
-			return a, fmt.Errorf("job %s: decode environment: %w", l.JobId, err)
-		}
+	if a.Work.Version != spec.Version {
+		return a, fmt.Errorf("job %s: job schema version %d, this agent reads %d: upgrade the agent", l.JobId, a.Work.Version, spec.Version)
 	}
+	a.Job.Name = a.Work.Stage
 	if len(m.LocalSecrets) > 0 {
 		if err := json.Unmarshal(m.LocalSecrets, &a.LocalSecrets); err != nil {
 			return a, fmt.Errorf("job %s: decode local secrets: %w", l.JobId, err)
 		}
-	}
-	if a.Work.Values == nil {
-		a.Work.Values = map[string]any{}
 	}
 	return a, nil
 }

@@ -8,95 +8,58 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/oxide-ci/oxide/internal/pipeline"
 	"github.com/oxide-ci/oxide/internal/plan"
-	"github.com/oxide-ci/oxide/internal/runner"
 	"github.com/oxide-ci/oxide/internal/secrets"
+	"github.com/oxide-ci/oxide/internal/spec"
 )
 
-// job builds the runner's job for n, resolving its secrets. A required
-// secret that cannot be found fails the stage before it starts.
-func (e *execution) job(n *plan.Node) (*runner.Job, error) {
-	secrets, err := e.secrets(n.Stage)
-	if err != nil {
-		return nil, err
-	}
-	values := e.values(n)
-	named := make(map[string]any, len(secrets))
-	for _, s := range secrets {
-		named[s.Name] = s.Value
-	}
-	values["secrets"] = named
-	status := runner.StatusSuccess
-	for _, d := range n.Deps {
-		if e.run.Stages[d.Index].failed {
-			status = runner.StatusFailure
+// Unsupported returns a message for every stage instance whose environment
+// this process cannot provide, or nil when it can provide them all: the
+// host always, containers when it has a container engine.
+func Unsupported(r *plan.Run, containers bool) []string {
+	var out []string
+	for _, n := range r.Nodes {
+		env := n.Job.Environment
+		if env == nil || env.Type == spec.EnvHost || env.Type == spec.EnvContainer && containers {
+			continue
 		}
+		what := string(env.Type)
+		switch {
+		case env.Type == spec.EnvContainer && env.Container != nil:
+			what = "container image " + env.Container.Image + " (needs a Docker engine)"
+		case env.Type == spec.EnvNix:
+			what = "nix environment (needs nix on an agent)"
+		case env.Type == spec.EnvFirecracker:
+			what = "firecracker microVM (needs a firecracker agent)"
+		}
+		out = append(out, fmt.Sprintf("stage %q asks for a %s", n.Name, what))
 	}
-	g := e.opts.Git
-	extra := []string{
-		"OXIDE_RUN_ID=" + e.run.ID,
-		"OXIDE_PIPELINE=" + e.run.Pipeline.Name,
-		"OXIDE_STAGE=" + n.Name,
-		"OXIDE_WORKSPACE=" + e.opts.Workspace,
-		"OXIDE_BRANCH=" + g.Branch,
-		"OXIDE_REF=" + g.Ref,
-		"OXIDE_SHA=" + g.SHA,
-		"OXIDE_EVENT=" + g.Event,
-	}
-	for _, k := range slices.Sorted(maps.Keys(n.Matrix)) {
-		extra = append(extra, "OXIDE_MATRIX_"+strings.ToUpper(k)+"="+fmt.Sprint(n.Matrix[k]))
-	}
-	return &runner.Job{
-		RunID:     e.run.ID,
-		Stage:     n.Name,
-		Steps:     n.Stage.Steps,
-		Parallel:  n.Stage.Parallel,
-		Timeout:   n.Stage.Timeout,
-		Variables: e.variables(n),
-		Secrets:   secrets,
-		Workspace: e.opts.Workspace,
-		Values:    values,
-		Status:    status,
-		Extra:     extra,
-	}, nil
+	return out
 }
 
-// secrets resolves the secret references of s and its steps, then adds the
-// command line's other secrets by name. A step's own secrets reach only
-// that step. Every value is masked unless its reference says masked: false;
-// the command line's always are.
-func (e *execution) secrets(s *pipeline.Stage) ([]runner.Secret, error) {
-	type scoped struct {
-		ref  pipeline.SecretRef
-		step string
-	}
-	var refs []scoped
-	for _, ref := range s.Secrets {
-		refs = append(refs, scoped{ref, ""})
-	}
-	for _, st := range s.Steps {
-		for _, ref := range st.Secrets {
-			refs = append(refs, scoped{ref, st.ID})
-		}
-	}
-	var out []runner.Secret
+// secrets resolves a node's secret references, then adds the command
+// line's other secrets by name. A step's own secrets reach only that step.
+// Every value is masked unless its reference says masked: false; the
+// command line's always are. A required secret that cannot be found fails
+// the stage before it starts.
+func (e *execution) secrets(refs []spec.SecretRef) ([]spec.Secret, error) {
+	var out []spec.Secret
 	seen := map[string]bool{}
 	var problems []string
-	for _, r := range refs {
-		v, ok, err := e.lookupSecret(r.ref)
+	for _, ref := range refs {
+		v, ok, err := e.lookupSecret(ref)
 		switch {
 		case err != nil:
 			problems = append(problems, err.Error())
 			continue
 		case !ok:
-			if r.ref.Required {
-				problems = append(problems, "missing required secret "+describe(r.ref))
+			if ref.Required {
+				problems = append(problems, "missing required secret "+describe(ref))
 			}
 			continue
 		}
-		out = append(out, runner.Secret{Name: r.ref.Name, Value: v, Masked: r.ref.Masked, Step: r.step})
-		seen[r.ref.Name], seen[r.ref.Path] = true, true
+		out = append(out, spec.Secret{Name: ref.Name, Value: v, Masked: ref.Masked, Step: ref.Step})
+		seen[ref.Name], seen[ref.Path] = true, true
 	}
 	if len(problems) > 0 {
 		return nil, errors.New(strings.Join(problems, "; "))
@@ -106,7 +69,7 @@ func (e *execution) secrets(s *pipeline.Stage) ([]runner.Secret, error) {
 		if seen[k] || !envName.MatchString(k) {
 			name = "" // consumed by a reference, or no variable name: mask only
 		}
-		out = append(out, runner.Secret{Name: name, Value: e.opts.Secrets[k], Masked: true})
+		out = append(out, spec.Secret{Name: name, Value: e.opts.Secrets[k], Masked: true})
 	}
 	return out, nil
 }
@@ -116,7 +79,7 @@ func (e *execution) secrets(s *pipeline.Stage) ([]runner.Secret, error) {
 // process environment variable named by its path or name; an empty
 // variable counts as unset. With a key, the value is a JSON object and the
 // secret is that key's value.
-func (e *execution) lookupSecret(ref pipeline.SecretRef) (string, bool, error) {
+func (e *execution) lookupSecret(ref spec.SecretRef) (string, bool, error) {
 	v, ok := e.rawSecret(ref)
 	if !ok || ref.Key == "" {
 		return v, ok, nil
@@ -128,7 +91,7 @@ func (e *execution) lookupSecret(ref pipeline.SecretRef) (string, bool, error) {
 	return f, true, nil
 }
 
-func (e *execution) rawSecret(ref pipeline.SecretRef) (string, bool) {
+func (e *execution) rawSecret(ref spec.SecretRef) (string, bool) {
 	for _, k := range []string{ref.Path, ref.Name} {
 		if v, ok := e.opts.Secrets[k]; ok && k != "" {
 			return v, true
@@ -147,7 +110,7 @@ func (e *execution) rawSecret(ref pipeline.SecretRef) (string, bool) {
 // envName matches what can be an environment variable's name.
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
-func describe(ref pipeline.SecretRef) string {
+func describe(ref spec.SecretRef) string {
 	d := fmt.Sprintf("%s (provider %s", ref.Name, ref.Provider)
 	if ref.Key != "" {
 		d += ", key " + ref.Key

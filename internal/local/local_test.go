@@ -37,24 +37,30 @@ func (r *recorder) StageCompleted(_ *local.Run, n *plan.Node) {
 // execute parses src and runs it on the host in a fresh workspace.
 func execute(t *testing.T, ctx context.Context, src string, opts local.Options) (*local.Run, string) {
 	t.Helper()
+	return executeTrigger(t, ctx, src, plan.Trigger{Event: "push"}, opts)
+}
+
+// executeTrigger is execute with a trigger.
+func executeTrigger(t *testing.T, ctx context.Context, src string, trig plan.Trigger, opts local.Options) (*local.Run, string) {
+	t.Helper()
 	p, err := pipeline.Parse("test.yaml", []byte(src))
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := plan.Build(p)
+	r, err := plan.Compile(p, trig)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ws := t.TempDir()
 	opts.Workspace = ws
 	opts.NewEnvironment = func(*plan.Node) runner.Environment { return host.New(host.Options{Grace: 100 * time.Millisecond}) }
-	return local.Execute(ctx, "run-1", p, g, opts, &recorder{}), ws
+	return local.Execute(ctx, "run-1", r, opts, &recorder{}), ws
 }
 
 // status returns the status of the stage instance named name.
 func status(t *testing.T, r *local.Run, name string) runner.Status {
 	t.Helper()
-	for _, n := range r.Graph.Nodes {
+	for _, n := range r.Plan.Nodes {
 		if n.Name == name {
 			return r.Stages[n.Index].Status
 		}
@@ -65,7 +71,7 @@ func status(t *testing.T, r *local.Run, name string) runner.Status {
 
 func TestSkipPropagation(t *testing.T) {
 	t.Parallel()
-	r, _ := execute(t, t.Context(), `
+	r, _ := executeTrigger(t, t.Context(), `
 version: "1"
 name: skip
 stages:
@@ -90,7 +96,7 @@ stages:
   - name: after-off
     depends_on: [off]
     steps: [{name: s, run: "true"}]
-`, local.Options{Git: local.Git{Branch: "main"}})
+`, plan.Trigger{Branch: "main"}, local.Options{})
 	for name, want := range map[string]runner.Status{
 		"fails":         runner.StatusFailure,
 		"after-failure": runner.StatusSkipped,
@@ -178,7 +184,7 @@ stages:
         run: mkdir lock && sleep 0.1 && rmdir lock
 `, local.Options{Parallel: 4})
 	if r.Status != runner.StatusSuccess {
-		for _, n := range r.Graph.Nodes {
+		for _, n := range r.Plan.Nodes {
 			t.Logf("%s: %s", n.Name, r.Stages[n.Index].Status)
 		}
 		t.Fatalf("run: %s: instances overlapped", r.Status)

@@ -599,7 +599,7 @@ func (d *decoder) environment(n ast.Node) *Environment {
 	if o == nil {
 		return nil
 	}
-	e := &Environment{Pos: o.pos, Type: EnvironmentType(o.enum("type", environmentTypes...))}
+	e := &Environment{Type: EnvironmentType(o.enum("type", environmentTypes...))}
 	if v, ok := o.get("container"); ok {
 		e.Container = d.container(v)
 	}
@@ -620,7 +620,7 @@ func (d *decoder) environment(n ast.Node) *Environment {
 		}
 	}
 	if e.Type == EnvContainer && (e.Container == nil || e.Container.Image == "") {
-		d.errorf(e.Pos, "a container environment needs container.image")
+		d.errorf(o.pos, "a container environment needs container.image")
 	}
 	return e
 }

@@ -221,7 +221,7 @@ stages:
 	lint := stage(t, p, "lint")
 	check(t, "lint HasDependsOn", lint.HasDependsOn, true)
 	check(t, "lint depends_on", len(lint.DependsOn), 0)
-	check(t, "lint environment", *lint.Environment, Environment{Pos: Pos{39, 19}, Type: EnvContainer, Container: &Container{Image: "golang:1.23"}})
+	check(t, "lint environment", *lint.Environment, Environment{Type: EnvContainer, Container: &Container{Image: "golang:1.23"}})
 	check(t, "l timeout", step(t, lint, "l").Timeout, 30*time.Minute)
 	check(t, "l continue_on_error", step(t, lint, "l").ContinueOnError, "false")
 }

@@ -4,7 +4,11 @@
 // document, reporting every problem as FILE:LINE:COL: message.
 package pipeline
 
-import "time"
+import (
+	"time"
+
+	"github.com/oxide-ci/oxide/internal/spec"
+)
 
 // Pos is a position in a pipeline file, 1-based. The zero Pos means unknown.
 type Pos struct {
@@ -209,92 +213,24 @@ type SecretRef struct {
 	Required bool // default true
 }
 
-// EnvironmentType says where steps execute.
-type EnvironmentType string
+// The environment types are the wire format's: a stage's environment
+// reaches the worker as written.
+type (
+	EnvironmentType = spec.EnvironmentType
+	Environment     = spec.Environment
+	Container       = spec.Container
+	Registry        = spec.Registry
+	Volume          = spec.Volume
+	Resources       = spec.Resources
+	GPU             = spec.GPU
+	Nix             = spec.Nix
+	Firecracker     = spec.Firecracker
+)
 
 // Environment types of the reference schema.
 const (
-	EnvHost        EnvironmentType = "host"
-	EnvContainer   EnvironmentType = "container"
-	EnvNix         EnvironmentType = "nix"
-	EnvFirecracker EnvironmentType = "firecracker"
+	EnvHost        = spec.EnvHost
+	EnvContainer   = spec.EnvContainer
+	EnvNix         = spec.EnvNix
+	EnvFirecracker = spec.EnvFirecracker
 )
-
-// Environment is where a stage's steps execute.
-type Environment struct {
-	Pos         Pos
-	Type        EnvironmentType // default container
-	Container   *Container
-	Nix         *Nix
-	Firecracker *Firecracker
-}
-
-// Container configures the container environment.
-type Container struct {
-	Image        string
-	Registry     *Registry
-	Shell        string
-	User         string
-	Workdir      string
-	Entrypoint   []string
-	Volumes      []Volume
-	Network      string // bridge (default), host, none
-	Privileged   bool
-	Capabilities []string
-	Resources    *Resources
-}
-
-// Registry holds credentials for pulling a container image.
-type Registry struct {
-	URL            string
-	Username       string
-	PasswordSecret string
-	AWSECR         bool
-	GCPGCR         bool
-}
-
-// Volume is a mount into the container.
-type Volume struct {
-	Source   string
-	Target   string
-	ReadOnly bool
-	Type     string // bind (default), volume, tmpfs, cache
-}
-
-// Resources are limits for a container or job.
-type Resources struct {
-	CPU    string // "2", "500m"
-	Memory string // "4Gi", "512Mi"
-	Disk   string
-	GPU    *GPU
-}
-
-// GPU asks for accelerators.
-type GPU struct {
-	Count         int
-	Vendor        string
-	DriverVersion string
-}
-
-// Nix configures the nix environment.
-type Nix struct {
-	Flake        string
-	Packages     []string
-	ShellHook    string
-	Pure         bool
-	Sandbox      bool
-	Substituters []string
-	// TrustedPublicKeys sign the substituters' binary caches.
-	TrustedPublicKeys []string
-}
-
-// Firecracker configures the microVM environment.
-type Firecracker struct {
-	Kernel             string
-	Rootfs             string
-	VCPUCount          int
-	MemoryMB           int
-	DiskSizeGB         int
-	Network            bool
-	BootTimeoutSeconds int
-}

@@ -15,22 +15,22 @@ import (
 // Graph is a run's DAG. Nodes are in a topological order: every node comes
 // after the nodes it depends on.
 type Graph struct {
-	Nodes []*Node
+	Nodes []*Instance
 }
 
-// Node is one stage instance.
-type Node struct {
+// Instance is one stage instance of a Graph.
+type Instance struct {
 	Index  int             // position in Graph.Nodes
 	Name   string          // "test (linux, 1.75)" for a matrix instance, else the stage name
 	Stage  *pipeline.Stage // the stage with this instance's matrix values substituted
 	Source *pipeline.Stage // the stage as written
 	Matrix map[string]any  // this instance's combination; nil without a matrix
-	Deps   []*Node         // instances this one waits for
+	Deps   []*Instance     // instances this one waits for
 }
 
 // Instances returns the nodes expanded from the stage named name.
-func (g *Graph) Instances(name string) []*Node {
-	var out []*Node
+func (g *Graph) Instances(name string) []*Instance {
+	var out []*Instance
 	for _, n := range g.Nodes {
 		if n.Source.Name == name {
 			out = append(out, n)
@@ -42,7 +42,7 @@ func (g *Graph) Instances(name string) []*Node {
 // Build plans p. p must have been validated by pipeline.Parse: names are
 // unique and the dependencies acyclic.
 func Build(p *pipeline.Pipeline) (*Graph, error) {
-	byStage := make(map[string][]*Node, len(p.Stages))
+	byStage := make(map[string][]*Instance, len(p.Stages))
 	order, err := topoOrder(p)
 	if err != nil {
 		return nil, err
@@ -50,7 +50,7 @@ func Build(p *pipeline.Pipeline) (*Graph, error) {
 	g := &Graph{}
 	for _, s := range order {
 		deps := dependencies(p, s)
-		var depNodes []*Node
+		var depNodes []*Instance
 		for _, d := range deps {
 			depNodes = append(depNodes, byStage[d]...)
 		}
@@ -59,7 +59,7 @@ func Build(p *pipeline.Pipeline) (*Graph, error) {
 			return nil, fmt.Errorf("stage %q: %w", s.Name, err)
 		}
 		for _, c := range combos {
-			n := &Node{Index: len(g.Nodes), Name: s.Name, Stage: s, Source: s, Deps: depNodes}
+			n := &Instance{Index: len(g.Nodes), Name: s.Name, Stage: s, Source: s, Deps: depNodes}
 			if c != nil {
 				n.Matrix = c.Values
 				n.Stage, err = substitute(s, c.Values)

@@ -22,7 +22,7 @@ func root(name string) *pipeline.Stage {
 	return s
 }
 
-func names(nodes []*Node) []string {
+func names(nodes []*Instance) []string {
 	var out []string
 	for _, n := range nodes {
 		out = append(out, n.Name)

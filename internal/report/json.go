@@ -11,6 +11,7 @@ import (
 	"github.com/oxide-ci/oxide/internal/local"
 	"github.com/oxide-ci/oxide/internal/plan"
 	"github.com/oxide-ci/oxide/internal/runner"
+	"github.com/oxide-ci/oxide/internal/spec"
 )
 
 // JSON writes a run as newline-delimited events: one JSON object a line,
@@ -23,7 +24,7 @@ type JSON struct {
 }
 
 type stepKey struct {
-	job  *runner.Job
+	job  *spec.Job
 	step int
 }
 
@@ -59,7 +60,7 @@ func (j *JSON) event(typ events.Type, payload any) {
 func (j *JSON) RunStarted(r *local.Run) {
 	j.runID = r.ID
 	j.event(events.TypeRunStarted, events.RunStarted{
-		RunID: r.ID, PipelineID: r.Pipeline.Name, PipelineName: r.Pipeline.Name,
+		RunID: r.ID, PipelineID: r.Plan.Pipeline, PipelineName: r.Plan.Pipeline,
 		AgentID: "local", AgentName: "local", StartedAt: r.Started.UTC(),
 	})
 }
@@ -67,7 +68,7 @@ func (j *JSON) RunStarted(r *local.Run) {
 // StageStarted implements local.Reporter.
 func (j *JSON) StageStarted(r *local.Run, n *plan.Node) {
 	j.event(events.TypeStageStarted, events.StageStarted{
-		RunID: r.ID, StageName: n.Name, StageIndex: n.Index, StepCount: len(n.Stage.Steps),
+		RunID: r.ID, StageName: n.Name, StageIndex: n.Index, StepCount: len(n.Job.Steps),
 		StartedAt: r.Stages[n.Index].Started.UTC(),
 	})
 }
@@ -93,7 +94,7 @@ func (j *JSON) StageCompleted(r *local.Run, n *plan.Node) {
 // RunCompleted implements local.Reporter.
 func (j *JSON) RunCompleted(r *local.Run) {
 	e := events.RunCompleted{
-		RunID: r.ID, PipelineID: r.Pipeline.Name, PipelineName: r.Pipeline.Name, Status: string(r.Status),
+		RunID: r.ID, PipelineID: r.Plan.Pipeline, PipelineName: r.Plan.Pipeline, Status: string(r.Status),
 		DurationMS: r.Duration.Milliseconds(), CompletedAt: time.Now().UTC(),
 	}
 	for _, s := range r.Stages {

@@ -62,7 +62,7 @@ func (t *Text) stagePaint(s runner.StepInfo, text string) string {
 func (t *Text) RunStarted(r *local.Run) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	fmt.Fprintf(t.w, "%s %s (run %s, %d stage instances)\n", t.paint(bold, "oxide: running"), r.Pipeline.Name, r.ID, len(r.Graph.Nodes))
+	fmt.Fprintf(t.w, "%s %s (run %s, %d stage instances)\n", t.paint(bold, "oxide: running"), r.Plan.Pipeline, r.ID, len(r.Plan.Nodes))
 	for _, n := range t.Notes {
 		fmt.Fprintf(t.w, "oxide: %s\n", n)
 	}
@@ -122,15 +122,15 @@ func (t *Text) RunCompleted(r *local.Run) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	width := 0
-	for _, n := range r.Graph.Nodes {
+	for _, n := range r.Plan.Nodes {
 		width = max(width, len(n.Name))
-		for _, s := range n.Stage.Steps {
+		for _, s := range n.Job.Steps {
 			width = max(width, len(s.Name)+4)
 		}
 	}
 	fmt.Fprintf(t.w, "\n%s\n", t.paint(bold, "Summary"))
 	counts := map[runner.Status]int{}
-	for _, n := range r.Graph.Nodes {
+	for _, n := range r.Plan.Nodes {
 		res := r.Stages[n.Index]
 		counts[res.Status]++
 		detail := duration(res.Duration)
@@ -139,7 +139,7 @@ func (t *Text) RunCompleted(r *local.Run) {
 		}
 		fmt.Fprintf(t.w, "  %s %-*s  %s\n", statusMark(t, res.Status), width, n.Name, t.paint(dim, detail))
 		for i, sr := range res.Steps {
-			fmt.Fprintf(t.w, "      %s %-*s  %s\n", statusMark(t, sr.Status), width-4, n.Stage.Steps[i].Name, t.paint(dim, stepDetail(sr)))
+			fmt.Fprintf(t.w, "      %s %-*s  %s\n", statusMark(t, sr.Status), width-4, n.Job.Steps[i].Name, t.paint(dim, stepDetail(sr)))
 		}
 	}
 	var parts []string

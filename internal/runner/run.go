@@ -4,15 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/oxide-ci/oxide/internal/expr"
-	"github.com/oxide-ci/oxide/internal/pipeline"
+	"github.com/oxide-ci/oxide/internal/spec"
 )
 
 // baseEnvNames are the variables of the runner's own environment that a
@@ -23,9 +25,9 @@ var baseEnvNames = []string{"PATH", "HOME", "USER", "LANG", "LC_ALL", "TERM", "T
 // order, or all at once when job.Parallel. The caller has prepared env and
 // cleans it up after Run returns. Steps see each other's outputs as
 // steps.<id>.outputs.<key>; with job.Parallel they see only those of
-// earlier stages, from job.Values["steps"] (step id → map[string]any with
-// "outputs"), and their conditions see the job's status as it was at the
-// start.
+// earlier stages (job.Outputs), and their conditions see the job's status
+// as it was at the start. A job with a Condition of its own runs no step
+// when it is false: its status is then skipped.
 //
 // Cancelling ctx cancels the running steps (StatusCancelled) and skips the
 // rest; Job.Timeout ends the job the same way with ErrJobTimeout as the
@@ -36,7 +38,7 @@ var baseEnvNames = []string{"PATH", "HOME", "USER", "LANG", "LC_ALL", "TERM", "T
 // they have been quiet for 100ms (at most 1s after the exit). What such
 // processes print later is discarded until Run returns; they run until the
 // Environment's Cleanup stops them, as a CI runner cleans up orphans.
-func Run(ctx context.Context, env Environment, job *Job, sink Sink) JobResult {
+func Run(ctx context.Context, env Environment, job *spec.Job, sink Sink) JobResult {
 	res := JobResult{Status: StatusSuccess, Steps: make([]StepResult, len(job.Steps))}
 	if job.Timeout > 0 {
 		var cancel context.CancelFunc
@@ -59,7 +61,22 @@ func Run(ctx context.Context, env Environment, job *Job, sink Sink) JobResult {
 
 	// condStatus is what success() and failure() see; res.Status is this
 	// job's own outcome.
-	condStatus := rank(job.Status)
+	condStatus := StatusSuccess
+	if job.DepsFailed {
+		condStatus = StatusFailure
+	}
+	if job.Condition != nil {
+		ec, _, _ := r.exprContext(&spec.Step{}, condStatus)
+		run, why, err := job.Condition.Eval(ec)
+		switch {
+		case err != nil:
+			return notRun(ctx, res, fmt.Errorf("condition: %w", err))
+		case !run:
+			res = notRun(ctx, res, why)
+			res.Status, res.Reason, res.Err = StatusSkipped, why.Error(), nil
+			return res
+		}
+	}
 	if job.Parallel {
 		var wg sync.WaitGroup
 		for i := range job.Steps {
@@ -109,12 +126,12 @@ func notRun(ctx context.Context, res JobResult, err error) JobResult {
 
 // jobRun is the state of one Run.
 type jobRun struct {
-	job     *Job
+	job     *spec.Job
 	env     Environment
 	sink    Sink
 	scratch string // directory of the $OXIDE_OUTPUT files
 	masker  *Masker
-	baseEnv []string       // inherited base, CI, OXIDE, job.Extra
+	baseEnv []string       // inherited base, CI, OXIDE, the OXIDE_* built-ins
 	secrets map[string]any // secrets context: name → value
 	// steps is the steps context: earlier stages' entries, then this
 	// job's. It is written only between sequential steps.
@@ -139,22 +156,55 @@ func (r *jobRun) init() {
 	}
 	r.masker = NewMasker(masked)
 
-	r.baseEnv = make([]string, 0, len(baseEnvNames)+2+len(job.Extra))
+	r.baseEnv = make([]string, 0, len(baseEnvNames)+12+len(job.Matrix))
 	for _, name := range baseEnvNames {
 		if v, ok := os.LookupEnv(name); ok {
 			r.baseEnv = append(r.baseEnv, name+"="+v)
 		}
 	}
 	r.baseEnv = append(r.baseEnv, "CI=true", "OXIDE=true")
-	r.baseEnv = append(r.baseEnv, job.Extra...)
+	r.baseEnv = append(r.baseEnv, Builtins(job)...)
 
-	r.steps = make(map[string]any)
-	if prev, ok := job.Values["steps"].(map[string]any); ok {
-		for k, v := range prev {
-			r.steps[k] = v
-		}
+	r.steps = make(map[string]any, len(job.Outputs)+len(job.Steps))
+	for id, out := range job.Outputs {
+		r.steps[id] = map[string]any{"outputs": out}
 	}
 	r.outputs = make(map[string]map[string]string)
+}
+
+// Builtins are the OXIDE_* variables that every step of job sees, the same
+// wherever it runs.
+func Builtins(job *spec.Job) []string {
+	env := []string{
+		"OXIDE_RUN_ID=" + job.RunID,
+		"OXIDE_JOB_ID=" + job.JobID,
+		"OXIDE_ATTEMPT=" + strconv.Itoa(max(job.Attempt, 1)),
+		"OXIDE_PIPELINE=" + job.Pipeline,
+		"OXIDE_STAGE=" + job.Stage,
+		"OXIDE_WORKSPACE=" + job.Workspace,
+		"OXIDE_BRANCH=" + job.Git.Branch,
+		"OXIDE_REF=" + job.Git.Ref,
+		"OXIDE_SHA=" + job.Git.SHA,
+		"OXIDE_EVENT=" + job.Git.Event,
+	}
+	for _, k := range slices.Sorted(maps.Keys(job.Matrix)) {
+		env = append(env, "OXIDE_MATRIX_"+strings.ToUpper(k)+"="+expr.String(job.Matrix[k]))
+	}
+	return env
+}
+
+// values are the expression values that job's world gives: git facts, run
+// ID, matrix and the runner it runs on.
+func values(job *spec.Job) map[string]any {
+	v := map[string]any{
+		"branch": job.Git.Branch, "ref": job.Git.Ref, "sha": job.Git.SHA, "event": job.Git.Event,
+		"run_id": job.RunID,
+		"runner": map[string]any{"name": job.Runner.Name, "os": job.Runner.OS, "arch": job.Runner.Arch},
+	}
+	if job.Matrix != nil {
+		v["matrix"] = job.Matrix
+	}
+	return v
 }
 
 // rank orders statuses from good to bad; worse keeps the worse of two.
@@ -203,17 +253,9 @@ func exprStatus(s Status) expr.Status {
 	return expr.StatusSuccess
 }
 
-// stepID is the name of a step in the steps context.
-func stepID(s *pipeline.Step) string {
-	if s.ID != "" {
-		return s.ID
-	}
-	return s.Name
-}
-
 // record adds a finished step to the steps context and the job's outputs.
-func (r *jobRun) record(step *pipeline.Step, sr StepResult) {
-	id := stepID(step)
+func (r *jobRun) record(step *spec.Step, sr StepResult) {
+	id := step.Key()
 	if id == "" {
 		return
 	}
@@ -241,7 +283,7 @@ func (r *jobRun) record(step *pipeline.Step, sr StepResult) {
 // continue_on_error turns its failure or timeout into success, and a step
 // that never started counts for nothing (the job's context says why it
 // did not).
-func (r *jobRun) counts(step *pipeline.Step, sr StepResult) Status {
+func (r *jobRun) counts(step *spec.Step, sr StepResult) Status {
 	if sr.Status == StatusSkipped || sr.Attempts == 0 && sr.Status == StatusCancelled {
 		return StatusSuccess
 	}
@@ -262,9 +304,9 @@ func (r *jobRun) runStep(ctx context.Context, i int, condStatus Status) StepResu
 	}
 
 	ec, vars, varErr := r.exprContext(step, condStatus)
-	run, err := shouldRun(step.Condition, ec)
-	if err == nil && !run.ok {
-		sr := StepResult{Status: StatusSkipped, Err: run.why}
+	run, why, err := step.Condition.Eval(ec)
+	if err == nil && !run {
+		sr := StepResult{Status: StatusSkipped, Err: why}
 		r.sink.StepCompleted(info, sr)
 		return sr
 	}
@@ -314,26 +356,23 @@ func (r *jobRun) say(info StepInfo, msg string) {
 // job's and then the step's variables in order (each sees those before
 // it). It returns the variables as interpolated, and the first
 // interpolation error, which matters only if the step runs.
-func (r *jobRun) exprContext(step *pipeline.Step, condStatus Status) (*expr.Context, [][2]string, error) {
+func (r *jobRun) exprContext(step *spec.Step, condStatus Status) (*expr.Context, [][2]string, error) {
 	job := r.job
 	nvars := len(job.Variables) + len(step.Variables)
-	values := make(map[string]any, len(job.Values)+nvars+3)
+	values := values(job)
 	varsCtx := make(map[string]any, nvars)
-	for k, v := range job.Values {
-		values[k] = v
-	}
 	values["steps"] = r.steps
 	values["secrets"] = r.secrets
 	values["variables"] = varsCtx
 	reserved := func(name string) bool {
-		_, ok := job.Values[name]
-		return ok || name == "steps" || name == "secrets" || name == "variables"
+		_, ok := values[name]
+		return ok
 	}
 	ec := &expr.Context{Values: values, Status: exprStatus(condStatus), Dir: job.Workspace}
 
 	var firstErr error
 	vars := make([][2]string, 0, nvars)
-	for _, list := range []pipeline.Vars{job.Variables, step.Variables} {
+	for _, list := range []spec.Vars{job.Variables, step.Variables} {
 		for _, v := range list {
 			val, err := expr.Interpolate(v.Value, ec)
 			if err != nil && firstErr == nil {
@@ -349,74 +388,6 @@ func (r *jobRun) exprContext(step *pipeline.Step, condStatus Status) (*expr.Cont
 	return ec, vars, firstErr
 }
 
-// verdict says whether a step runs and, if not, why.
-type verdict struct {
-	ok  bool
-	why error
-}
-
-// shouldRun evaluates a step's condition: If (empty means success()) and
-// Unless, which must be falsy for the step to run and carries no implicit
-// success().
-func shouldRun(c *pipeline.Condition, ec *expr.Context) (verdict, error) {
-	var ifSrc, unless string
-	if c != nil {
-		ifSrc, unless = c.If, c.Unless
-	}
-	ok, err := expr.Condition(ifSrc, ec)
-	if err != nil {
-		return verdict{}, fmt.Errorf("if: %w", err)
-	}
-	if !ok {
-		if strings.TrimSpace(ifSrc) == "" {
-			return verdict{why: fmt.Errorf("%w: success() (an earlier step did not succeed)", ErrConditionFalse)}, nil
-		}
-		return verdict{why: fmt.Errorf("%w: if: %s", ErrConditionFalse, ifSrc)}, nil
-	}
-	if strings.TrimSpace(unless) == "" {
-		return verdict{ok: true}, nil
-	}
-	var skip bool
-	if inner, ok := unwrap(unless); ok {
-		skip, err = expr.Condition("always() && ("+inner+")", ec)
-	} else {
-		// Text with several ${{ }} parts: its interpolation decides.
-		var s string
-		s, err = expr.Interpolate(unless, ec)
-		skip = truthyText(s)
-	}
-	if err != nil {
-		return verdict{}, fmt.Errorf("unless: %w", err)
-	}
-	if skip {
-		return verdict{why: fmt.Errorf("%w: unless: %s is true", ErrConditionFalse, unless)}, nil
-	}
-	return verdict{ok: true}, nil
-}
-
-// unwrap returns the expression inside "${{ … }}", or src itself when it
-// has no ${{ }}. ok is false for text with ${{ }} parts and more.
-func unwrap(src string) (string, bool) {
-	s := strings.TrimSpace(src)
-	if !strings.Contains(s, "${{") {
-		return s, true
-	}
-	if strings.HasPrefix(s, "${{") && strings.HasSuffix(s, "}}") && strings.Count(s, "${{") == 1 {
-		return s[3 : len(s)-2], true
-	}
-	return "", false
-}
-
-// truthyText reads an interpolated flag: "", "false" and "0" are false,
-// any other text true.
-func truthyText(s string) bool {
-	switch strings.ToLower(strings.TrimSpace(s)) {
-	case "", "false", "0", "null":
-		return false
-	}
-	return true
-}
-
 // continueOnError evaluates a step's continue_on_error: "true", "false" or
 // an expression that interpolates to one of them.
 func continueOnError(src string, ec *expr.Context) (bool, error) {
@@ -430,7 +401,7 @@ func continueOnError(src string, ec *expr.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return truthyText(s), nil
+	return spec.Truthy(s), nil
 }
 
 // execStep interpolates the step's command and runs its attempts.
@@ -477,7 +448,7 @@ func (r *jobRun) execStep(ctx context.Context, info StepInfo, ec *expr.Context, 
 }
 
 // retries reports whether an attempt that ended with s is tried again.
-func retries(rt *pipeline.Retry, s Status) bool {
+func retries(rt *spec.Retry, s Status) bool {
 	if len(rt.RetryOn) == 0 {
 		return s == StatusFailure
 	}
@@ -505,9 +476,9 @@ func sleep(ctx context.Context, d time.Duration) bool {
 }
 
 // stepEnv is the complete environment of a step's process, without
-// OXIDE_OUTPUT: inherited base, CI, OXIDE, job.Extra, variables, secrets;
+// OXIDE_OUTPUT: inherited base, CI, OXIDE, built-ins, variables, secrets;
 // a later entry replaces an earlier one of the same name in place.
-func (r *jobRun) stepEnv(step *pipeline.Step, vars [][2]string) []string {
+func (r *jobRun) stepEnv(step *spec.Step, vars [][2]string) []string {
 	env := make([]string, 0, len(r.baseEnv)+len(vars)+len(r.job.Secrets)+1)
 	index := make(map[string]int, cap(env))
 	add := func(name, kv string) {
@@ -529,7 +500,7 @@ func (r *jobRun) stepEnv(step *pipeline.Step, vars [][2]string) []string {
 		add(v[0], v[0]+"="+v[1])
 	}
 	for _, s := range r.job.Secrets {
-		if s.Name != "" && (s.Step == "" || s.Step == stepID(step)) {
+		if s.Name != "" && (s.Step == "" || s.Step == step.Key()) {
 			add(s.Name, s.Name+"="+s.Value)
 		}
 	}

@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/oxide-ci/oxide/internal/environment/host"
-	"github.com/oxide-ci/oxide/internal/pipeline"
 	"github.com/oxide-ci/oxide/internal/runner"
+	"github.com/oxide-ci/oxide/internal/spec"
 )
 
 // recorder is a Sink that keeps everything it is told.
@@ -90,19 +90,19 @@ func setup(t *testing.T) *bundle {
 	}
 }
 
-func (b *bundle) job(steps ...*pipeline.Step) *runner.Job {
-	return &runner.Job{RunID: "r1", Stage: "test", Steps: steps, Workspace: b.workspace}
+func (b *bundle) job(steps ...*spec.Step) *spec.Job {
+	return &spec.Job{RunID: "r1", Stage: "test", Steps: steps, Workspace: b.workspace}
 }
 
 // run prepares the environment, runs job in it and cleans it up, as the
 // orchestrator does.
-func (b *bundle) run(t *testing.T, ctx context.Context, job *runner.Job) (runner.JobResult, *recorder) {
+func (b *bundle) run(t *testing.T, ctx context.Context, job *spec.Job) (runner.JobResult, *recorder) {
 	t.Helper()
 	rec := newRecorder()
 	return b.runWith(t, ctx, job, rec), rec
 }
 
-func (b *bundle) runWith(t *testing.T, ctx context.Context, job *runner.Job, sink runner.Sink) runner.JobResult {
+func (b *bundle) runWith(t *testing.T, ctx context.Context, job *spec.Job, sink runner.Sink) runner.JobResult {
 	t.Helper()
 	if err := b.env.Prepare(ctx); err != nil {
 		t.Fatal(err)
@@ -115,7 +115,7 @@ func (b *bundle) runWith(t *testing.T, ctx context.Context, job *runner.Job, sin
 	return runner.Run(ctx, b.env, job, sink)
 }
 
-func step(id, run string) *pipeline.Step { return &pipeline.Step{Name: id, ID: id, Run: run} }
+func step(id, run string) *spec.Step { return &spec.Step{Name: id, ID: id, Run: run} }
 
 // gone reports whether process pid has exited. An exited orphan may stay
 // a zombie when PID 1 does not reap: that counts as gone.
@@ -156,7 +156,7 @@ func TestOutputsFlowToLaterSteps(t *testing.T) {
 echo "version=1.2.3" >> "$OXIDE_OUTPUT"
 { echo "notes<<EOF"; echo "first line"; echo "second line"; echo "EOF"; } >> "$OXIDE_OUTPUT"`)
 	use := step("use", `echo "v=${{ steps.gen.outputs.version }}"; echo "$NOTES"; echo "outcome=${{ steps.gen.outcome }}"`)
-	use.Variables = pipeline.Vars{{Name: "NOTES", Value: "${{ steps.gen.outputs.notes }}"}}
+	use.Variables = spec.Vars{{Name: "NOTES", Value: "${{ steps.gen.outputs.notes }}"}}
 	res, rec := b.run(t, t.Context(), b.job(gen, use))
 
 	wantStatus(t, "job", res.Status, runner.StatusSuccess)
@@ -188,7 +188,7 @@ func TestOutputsFromEarlierStages(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	job := b.job(step("s", `echo "${{ steps.build.outputs.image }}"`))
-	job.Values = map[string]any{"steps": map[string]any{"build": map[string]any{"outputs": map[string]string{"image": "app:1"}}}}
+	job.Outputs = map[string]map[string]string{"build": {"image": "app:1"}}
 	res, rec := b.run(t, t.Context(), job)
 	wantStatus(t, "job", res.Status, runner.StatusSuccess)
 	if got := rec.out(0); !slices.Equal(got, []string{"app:1"}) {
@@ -202,15 +202,15 @@ func TestConditions(t *testing.T) {
 	fail := step("fail", "echo before; exit 3")
 	skipped := step("skipped", "echo must not run")
 	onFailure := step("on-failure", "echo cleanup")
-	onFailure.Condition = &pipeline.Condition{If: "${{ failure() }}"}
+	onFailure.Condition = &spec.Condition{If: "${{ failure() }}"}
 	always := step("always", "echo always")
-	always.Condition = &pipeline.Condition{If: "always()"}
+	always.Condition = &spec.Condition{If: "always()"}
 	unless := step("unless", "echo must not run")
-	unless.Condition = &pipeline.Condition{If: "always()", Unless: "${{ matrix.os == 'linux' }}"}
+	unless.Condition = &spec.Condition{If: "always()", Unless: "${{ matrix.os == 'linux' }}"}
 	unlessFalse := step("unless-false", "echo ran")
-	unlessFalse.Condition = &pipeline.Condition{Unless: "matrix.os == 'windows'"}
+	unlessFalse.Condition = &spec.Condition{Unless: "matrix.os == 'windows'"}
 	job := b.job(fail, skipped, onFailure, always, unless, unlessFalse)
-	job.Values = map[string]any{"matrix": map[string]any{"os": "linux"}}
+	job.Matrix = map[string]any{"os": "linux"}
 	res, rec := b.run(t, t.Context(), job)
 
 	wantStatus(t, "job", res.Status, runner.StatusFailure)
@@ -243,9 +243,9 @@ func TestUnlessRunsWhenFalse(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	s := step("s", "echo ran")
-	s.Condition = &pipeline.Condition{Unless: "${{ variables.SKIP == 'yes' }}"}
+	s.Condition = &spec.Condition{Unless: "${{ variables.SKIP == 'yes' }}"}
 	job := b.job(s)
-	job.Variables = pipeline.Vars{{Name: "SKIP", Value: "no"}}
+	job.Variables = spec.Vars{{Name: "SKIP", Value: "no"}}
 	res, rec := b.run(t, t.Context(), job)
 	wantStatus(t, "s", res.Steps[0].Status, runner.StatusSuccess)
 	if got := rec.out(0); !slices.Equal(got, []string{"ran"}) {
@@ -262,7 +262,7 @@ func TestContinueOnError(t *testing.T) {
 	experimental.ContinueOnError = "${{ matrix.experimental }}"
 	next := step("next", `echo "${{ steps.flaky.outcome }} ${{ steps.flaky.conclusion }}"`)
 	job := b.job(flaky, experimental, next)
-	job.Values = map[string]any{"matrix": map[string]any{"experimental": true}}
+	job.Matrix = map[string]any{"experimental": true}
 	res, rec := b.run(t, t.Context(), job)
 
 	wantStatus(t, "job", res.Status, runner.StatusSuccess)
@@ -280,7 +280,7 @@ func TestContinueOnError(t *testing.T) {
 	strict := step("strict", "exit 1")
 	strict.ContinueOnError = "${{ matrix.experimental }}"
 	job = b.job(strict, step("after", "echo no"))
-	job.Values = map[string]any{"matrix": map[string]any{"experimental": false}}
+	job.Matrix = map[string]any{"experimental": false}
 	res, _ = b.run(t, t.Context(), job)
 	wantStatus(t, "job", res.Status, runner.StatusFailure)
 	wantStatus(t, "after", res.Steps[1].Status, runner.StatusSkipped)
@@ -291,13 +291,13 @@ func TestRetry(t *testing.T) {
 	b := setup(t)
 	// Succeeds on the third attempt.
 	flaky := step("flaky", `n=$(cat count 2>/dev/null || echo 0); n=$((n+1)); echo $n > count; echo "attempt $n"; [ "$n" -ge 3 ]`)
-	flaky.Retry = &pipeline.Retry{MaxAttempts: 5, Delay: time.Millisecond, ExponentialBackoff: true, RetryOn: []string{"failure"}}
+	flaky.Retry = &spec.Retry{MaxAttempts: 5, Delay: time.Millisecond, ExponentialBackoff: true, RetryOn: []string{"failure"}}
 	broken := step("broken", "exit 1")
-	broken.Retry = &pipeline.Retry{MaxAttempts: 3}
-	broken.Condition = &pipeline.Condition{If: "always()"}
+	broken.Retry = &spec.Retry{MaxAttempts: 3}
+	broken.Condition = &spec.Condition{If: "always()"}
 	timeoutOnly := step("timeout-only", "exit 1")
-	timeoutOnly.Retry = &pipeline.Retry{MaxAttempts: 3, RetryOn: []string{"timeout"}}
-	timeoutOnly.Condition = &pipeline.Condition{If: "always()"}
+	timeoutOnly.Retry = &spec.Retry{MaxAttempts: 3, RetryOn: []string{"timeout"}}
+	timeoutOnly.Condition = &spec.Condition{If: "always()"}
 	res, rec := b.run(t, t.Context(), b.job(flaky, broken, timeoutOnly))
 
 	wantStatus(t, "flaky", res.Steps[0].Status, runner.StatusSuccess)
@@ -331,7 +331,7 @@ func TestRetryOnTimeout(t *testing.T) {
 	b := setup(t)
 	s := step("slow", `n=$(cat count 2>/dev/null || echo 0); n=$((n+1)); echo $n > count; [ "$n" -ge 2 ] || sleep 30`)
 	s.Timeout = 200 * time.Millisecond
-	s.Retry = &pipeline.Retry{MaxAttempts: 3, RetryOn: []string{"timeout"}}
+	s.Retry = &spec.Retry{MaxAttempts: 3, RetryOn: []string{"timeout"}}
 	res, rec := b.run(t, t.Context(), b.job(s))
 	wantStatus(t, "slow", res.Steps[0].Status, runner.StatusSuccess)
 	if got := rec.attempts[0]; !slices.Equal(got, []int{1, 2}) {
@@ -389,9 +389,9 @@ func TestParentCancel(t *testing.T) {
 	ctx, cancel := context.WithCancelCause(t.Context())
 	defer cancel(nil)
 	retried := step("long", "sleep 30")
-	retried.Retry = &pipeline.Retry{MaxAttempts: 3, RetryOn: []string{"cancelled", "failure"}}
+	retried.Retry = &spec.Retry{MaxAttempts: 3, RetryOn: []string{"cancelled", "failure"}}
 	cleanup := step("cleanup", "echo no")
-	cleanup.Condition = &pipeline.Condition{If: "always()"}
+	cleanup.Condition = &spec.Condition{If: "always()"}
 	rec := newRecorder()
 	rec.onStarted = func(s runner.StepInfo) {
 		if s.Index == 0 {
@@ -433,7 +433,7 @@ func TestMaskSecrets(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	job := b.job(step("s", `echo "token is $TOKEN"; echo "$MULTI"; echo "$PLAIN"; echo "err $TOKEN" >&2; echo "${{ secrets.TOKEN }}"`))
-	job.Secrets = []runner.Secret{
+	job.Secrets = []spec.Secret{
 		{Name: "TOKEN", Value: "s3cr3t-t0ken", Masked: true},
 		{Name: "MULTI", Value: "-----BEGIN KEY-----\nAAAABBBB\n-----END KEY-----", Masked: true},
 		{Name: "PLAIN", Value: "not-a-secret", Masked: false},
@@ -530,9 +530,9 @@ func TestWorkingDirectory(t *testing.T) {
 	s.WorkingDir = "sub/${{ matrix.os }}"
 	missing := step("missing", "pwd")
 	missing.WorkingDir = "nope"
-	missing.Condition = &pipeline.Condition{If: "always()"}
+	missing.Condition = &spec.Condition{If: "always()"}
 	job := b.job(step("root", "pwd"), s, missing)
-	job.Values = map[string]any{"matrix": map[string]any{"os": "linux"}}
+	job.Matrix = map[string]any{"os": "linux"}
 	res, rec := b.run(t, t.Context(), job)
 	if got := rec.out(0); !slices.Equal(got, []string{b.workspace}) {
 		t.Errorf("root pwd = %q, want %q", got, b.workspace)
@@ -601,11 +601,13 @@ func TestStepEnvironment(t *testing.T) {
 	t.Setenv("LANG", "C.UTF-8")
 	b := setup(t)
 	s := step("s", `env | sort`)
-	s.Variables = pipeline.Vars{{Name: "STEP_VAR", Value: "step"}, {Name: "SHARED", Value: "from-step ${{ variables.JOB_VAR }}"}}
+	s.Variables = spec.Vars{{Name: "STEP_VAR", Value: "step"}, {Name: "SHARED", Value: "from-step ${{ variables.JOB_VAR }}"}}
 	job := b.job(s)
-	job.Variables = pipeline.Vars{{Name: "JOB_VAR", Value: "job"}, {Name: "SHARED", Value: "from-job"}}
-	job.Extra = []string{"OXIDE_RUN_ID=r1", "OXIDE_OUTPUT=/not/this"}
-	job.Secrets = []runner.Secret{{Name: "API_KEY", Value: "k", Masked: false}}
+	job.Variables = spec.Vars{{Name: "JOB_VAR", Value: "job"}, {Name: "SHARED", Value: "from-job"}}
+	job.Pipeline, job.Git = "ci", spec.Git{Branch: "main", Event: "push"}
+	job.Matrix = map[string]any{"go": 1.25, "os": "linux"}
+	job.Variables = append(job.Variables, spec.Var{Name: "OXIDE_OUTPUT", Value: "/not/this"})
+	job.Secrets = []spec.Secret{{Name: "API_KEY", Value: "k", Masked: false}}
 	res, rec := b.run(t, t.Context(), job)
 	wantStatus(t, "s", res.Steps[0].Status, runner.StatusSuccess)
 	env := map[string]string{}
@@ -615,6 +617,8 @@ func TestStepEnvironment(t *testing.T) {
 	}
 	for k, want := range map[string]string{
 		"CI": "true", "OXIDE": "true", "OXIDE_RUN_ID": "r1", "JOB_VAR": "job", "STEP_VAR": "step",
+		"OXIDE_PIPELINE": "ci", "OXIDE_STAGE": "test", "OXIDE_WORKSPACE": b.workspace, "OXIDE_BRANCH": "main",
+		"OXIDE_EVENT": "push", "OXIDE_MATRIX_GO": "1.25", "OXIDE_MATRIX_OS": "linux", "OXIDE_ATTEMPT": "1",
 		"SHARED": "from-step job", "API_KEY": "k", "LANG": "C.UTF-8", "PATH": os.Getenv("PATH"),
 	} {
 		if env[k] != want {
@@ -632,7 +636,7 @@ func TestStepEnvironment(t *testing.T) {
 func TestPluginStep(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	p := &pipeline.Step{Name: "checkout", Plugin: "oxide/checkout@v1"}
+	p := &spec.Step{Name: "checkout", Plugin: "oxide/checkout@v1"}
 	res, _ := b.run(t, t.Context(), b.job(p, step("after", "echo no")))
 	r := res.Steps[0]
 	wantStatus(t, "plugin", r.Status, runner.StatusFailure)
@@ -680,7 +684,7 @@ func TestBackgroundProcessDoesNotHoldTheStep(t *testing.T) {
 }
 
 // runJob runs a job the way the orchestrator does: Prepare, Run, Cleanup.
-func runJob(b *testing.B, env runner.Environment, job *runner.Job) {
+func runJob(b *testing.B, env runner.Environment, job *spec.Job) {
 	ctx := context.Background()
 	if err := env.Prepare(ctx); err != nil {
 		b.Fatal(err)
@@ -703,8 +707,8 @@ func (discard) StepCompleted(runner.StepInfo, runner.StepResult)   {}
 
 func BenchmarkStepLines200k(b *testing.B) {
 	env := host.New(host.Options{TempDir: b.TempDir()})
-	job := &runner.Job{Steps: []*pipeline.Step{step("seq", "seq 1 200000")}, Workspace: b.TempDir()}
-	job.Secrets = []runner.Secret{{Name: "T", Value: "s3cr3t-t0ken", Masked: true}}
+	job := &spec.Job{Steps: []*spec.Step{step("seq", "seq 1 200000")}, Workspace: b.TempDir()}
+	job.Secrets = []spec.Secret{{Name: "T", Value: "s3cr3t-t0ken", Masked: true}}
 	for b.Loop() {
 		runJob(b, env, job)
 	}
@@ -763,14 +767,14 @@ func BenchmarkStepOverhead(b *testing.B) {
 	b.Run("bash", func(b *testing.B) { bashRun(b, false) })
 	b.Run("bash-pipes", func(b *testing.B) { bashRun(b, true) })
 	b.Run("runner-job-per-step", func(b *testing.B) {
-		job := &runner.Job{Steps: []*pipeline.Step{step("t", "true")}, Workspace: b.TempDir()}
+		job := &spec.Job{Steps: []*spec.Step{step("t", "true")}, Workspace: b.TempDir()}
 		tmp := b.TempDir()
 		for b.Loop() {
 			runJob(b, host.New(host.Options{TempDir: tmp}), job)
 		}
 	})
 	b.Run("runner-20-steps-per-job", func(b *testing.B) {
-		job := &runner.Job{Workspace: b.TempDir()}
+		job := &spec.Job{Workspace: b.TempDir()}
 		for i := range 20 {
 			job.Steps = append(job.Steps, step("t"+strconv.Itoa(i), "true"))
 		}
@@ -833,9 +837,9 @@ func TestConditionsSeeTheRunStatus(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	notify := step("notify", "echo notify")
-	notify.Condition = &pipeline.Condition{If: "failure()"}
+	notify.Condition = &spec.Condition{If: "failure()"}
 	job := b.job(step("build", "echo no"), notify)
-	job.Status = runner.StatusFailure // an earlier stage failed
+	job.DepsFailed = true // an earlier stage failed
 	res, rec := b.run(t, t.Context(), job)
 	wantStatus(t, "build", res.Steps[0].Status, runner.StatusSkipped)
 	wantStatus(t, "notify", res.Steps[1].Status, runner.StatusSuccess)

@@ -10,7 +10,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/oxide-ci/oxide/internal/pipeline"
+	"github.com/oxide-ci/oxide/internal/spec"
 )
 
 // Environment is where a job's steps execute. Call order: Prepare once, then
@@ -54,52 +54,25 @@ type Command struct {
 	Stderr io.Writer
 }
 
-// Status is the outcome of a step or a job. The values are the reference
-// schema's (common.yaml Status and StepStatus).
-type Status string
+// Status is the outcome of a step or a job.
+type Status = spec.Status
 
 // Statuses.
 const (
-	StatusPending   Status = "pending"
-	StatusRunning   Status = "running"
-	StatusSuccess   Status = "success"
-	StatusFailure   Status = "failure"
-	StatusSkipped   Status = "skipped"
-	StatusCancelled Status = "cancelled"
-	StatusTimeout   Status = "timeout"
+	StatusPending   = spec.StatusPending
+	StatusRunning   = spec.StatusRunning
+	StatusSuccess   = spec.StatusSuccess
+	StatusFailure   = spec.StatusFailure
+	StatusSkipped   = spec.StatusSkipped
+	StatusCancelled = spec.StatusCancelled
+	StatusTimeout   = spec.StatusTimeout
 )
-
-// Job is what the runner executes: one stage instance, self-contained so
-// that it can be sent to an agent.
-type Job struct {
-	RunID     string
-	Stage     string           // stage instance name, e.g. "test (linux, 1.75)"
-	Steps     []*pipeline.Step // matrix values already substituted
-	Parallel  bool             // run steps concurrently
-	Timeout   time.Duration    // 0: none
-	Variables pipeline.Vars    // pipeline then stage variables, values may hold ${{ }}
-	Secrets   []Secret         // resolved secrets of the stage
-	Workspace string           // absolute directory the steps run in
-	Values    map[string]any   // expression values: matrix, branch, ref, sha, event, run_id, steps (earlier stages: step id → map[string]any{"outputs": map[string]string})
-	Status    Status           // the run's status so far, for success()/failure() in step conditions
-	Extra     []string         // extra KEY=VALUE for every step (OXIDE_* built-ins)
-}
-
-// Secret is a resolved secret value injected as an environment variable.
-type Secret struct {
-	Name   string // environment variable name; empty: masked, not injected
-	Value  string
-	Masked bool
-	// Step is the id of the one step that receives the variable; empty
-	// means every step. Every masked secret is masked in all output.
-	Step string
-}
 
 // StepInfo identifies a step in progress for a Sink.
 type StepInfo struct {
-	Job     *Job
+	Job     *spec.Job
 	Index   int // position in Job.Steps
-	Step    *pipeline.Step
+	Step    *spec.Step
 	Attempt int // 1-based
 }
 
@@ -128,8 +101,10 @@ type StepResult struct {
 // JobResult is the outcome of a job.
 type JobResult struct {
 	// Status is success unless a step failed without continue_on_error
-	// (failure), timed out (timeout), or the job was cancelled.
+	// (failure), timed out (timeout), or the job was cancelled; skipped
+	// when the job's own condition said so, with Reason.
 	Status Status
+	Reason string
 	Steps  []StepResult // one per Job.Steps, same order
 	// Outputs are the steps' outputs: step id → key → value.
 	Outputs map[string]map[string]string
@@ -149,7 +124,7 @@ var ErrJobTimeout = errors.New("job timed out")
 
 // ErrConditionFalse is wrapped by StepResult.Err of a step skipped because
 // its condition (if, unless, or the implicit success()) said so.
-var ErrConditionFalse = errors.New("condition is false")
+var ErrConditionFalse = spec.ErrConditionFalse
 
 // ErrPluginUnavailable is wrapped by StepResult.Err of a plugin step: this
 // runner does not execute plugins yet.

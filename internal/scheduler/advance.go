@@ -2,19 +2,21 @@ package scheduler
 
 import (
 	"context"
-	"encoding/json"
 	"slices"
 
 	"github.com/oxide-ci/oxide/internal/plan"
+	"github.com/oxide-ci/oxide/internal/spec"
 	"github.com/oxide-ci/oxide/internal/store"
 )
 
-// runState is a run's stages and jobs as stored, indexed by node.
+// runState is a run as stored, with the state machine rebuilt from it.
 type runState struct {
 	run    store.Run
-	rg     *runGraph
+	m      *plan.Machine
 	stages []store.Stage // by node index
-	jobs   []store.Job   // by node index
+	jobs   []store.Job   // the latest job of each node
+	// stopped are the jobs that workers hold and must be told to stop.
+	stopped []store.Job
 }
 
 // inRun runs fn in a transaction that holds run runID's lock from its
@@ -34,17 +36,19 @@ func (s *Service) inRun(ctx context.Context, runID string, fn func(tx store.Tx) 
 }
 
 // load reads a run's state inside tx, locking the run first so that no
-// other server changes it until tx ends.
+// other server changes it until tx ends, and rebuilds its machine: a node
+// whose job is queued or held is running; its attempt is the number of
+// jobs its stage has had.
 func (s *Service) load(ctx context.Context, tx store.Tx, runID string) (*runState, error) {
 	run, err := tx.Runs().Lock(ctx, runID)
 	if err != nil {
 		return nil, err
 	}
-	rg, err := s.graph(run)
+	c, err := s.compiled(run)
 	if err != nil {
 		return nil, err
 	}
-	st := &runState{run: run, rg: rg, stages: make([]store.Stage, len(rg.graph.Nodes)), jobs: make([]store.Job, len(rg.graph.Nodes))}
+	st := &runState{run: run, m: plan.NewMachine(run.ID, c), stages: make([]store.Stage, len(c.Nodes)), jobs: make([]store.Job, len(c.Nodes))}
 	stages, err := tx.Stages().List(ctx, runID)
 	if err != nil {
 		return nil, err
@@ -60,50 +64,112 @@ func (s *Service) load(ctx context.Context, tx store.Tx, runID string) (*runStat
 	if err != nil {
 		return nil, err
 	}
-	for _, j := range jobs {
+	for _, j := range jobs { // oldest first: the latest job of a stage wins
 		if i, ok := byID[j.StageID]; ok {
 			st.jobs[i] = j
+			st.m.Nodes[i].Attempt++
+		}
+	}
+	for i, sg := range st.stages {
+		ns := &st.m.Nodes[i]
+		ns.Status = spec.Status(sg.Status)
+		switch st.jobs[i].State {
+		case store.JobQueued, store.JobAssigned, store.JobRunning:
+			if !ns.Status.Done() {
+				ns.Status = spec.StatusRunning
+			}
 		}
 	}
 	return st, nil
 }
 
-// failed reports, for every node, whether its dependents must treat it as
-// failed: it failed, timed out or was cancelled, or it was skipped while one
-// of its dependencies had failed. Nodes are in topological order.
-func (st *runState) failed() []bool {
-	out := make([]bool, len(st.stages))
-	for _, n := range st.rg.graph.Nodes {
-		switch st.stages[n.Index].Status {
-		case store.StatusFailure, store.StatusTimeout, store.StatusCancelled:
-			out[n.Index] = true
-		case store.StatusSkipped:
-			for _, d := range n.Deps {
-				out[n.Index] = out[n.Index] || out[d.Index]
+// loadOutputs reads the outputs of the steps of the nodes done so far into
+// the machine: the gates of later nodes and their jobs see them.
+func (s *Service) loadOutputs(ctx context.Context, tx store.Tx, st *runState) error {
+	for i, j := range st.jobs {
+		ns := &st.m.Nodes[i]
+		if j.ID == "" || !j.State.Done() || !ns.Status.Done() || ns.Status == spec.StatusSkipped || ns.Outputs != nil {
+			continue
+		}
+		steps, err := tx.Steps().List(ctx, j.ID)
+		if err != nil {
+			return err
+		}
+		ns.Outputs = map[string]map[string]string{}
+		for _, step := range steps {
+			if len(step.Outputs) > 0 {
+				ns.Outputs[step.Key] = step.Outputs
 			}
 		}
 	}
-	return out
+	return nil
 }
 
-// active counts the instances of a node's stage whose jobs are queued or
-// being worked on, for max_parallel.
-func (st *runState) active(n *plan.Node) int {
-	c := 0
-	for _, m := range st.rg.graph.Nodes {
-		if m.Source == n.Source {
-			switch st.jobs[m.Index].State {
-			case store.JobQueued, store.JobAssigned, store.JobRunning:
-				c++
+// next feeds ev to the run's machine and carries out its actions in tx.
+func (s *Service) next(ctx context.Context, tx store.Tx, st *runState, ev plan.Event) error {
+	if err := s.loadOutputs(ctx, tx, st); err != nil {
+		return err
+	}
+	for _, a := range st.m.Next(ev) {
+		var err error
+		switch a := a.(type) {
+		case plan.Start:
+			err = s.startNode(ctx, tx, st, a)
+		case plan.Wait:
+			st.stages[a.Node], err = tx.Stages().SetStatus(ctx, st.stages[a.Node].ID, store.StatusWaiting)
+		case plan.End:
+			j := st.jobs[a.Node]
+			if err = s.endStage(ctx, tx, st, a.Node, a.Status, a.Reason); err == nil && a.Stop &&
+				(j.State == store.JobAssigned || j.State == store.JobRunning) {
+				st.stopped = append(st.stopped, st.jobs[a.Node])
 			}
+		case plan.Finish:
+			err = s.finishRun(ctx, tx, st, store.RunStatus(a.Status))
+		}
+		if err != nil {
+			return err
 		}
 	}
-	return c
+	if st.m.Done() {
+		return nil
+	}
+	return s.settle(ctx, tx, st)
 }
 
-// advance decides, inside tx, what happens next in run runID: it queues the
-// jobs of stages whose dependencies are done and that pass their gate,
-// skips the others, and ends the run when every stage is done.
+// startNode queues a node's job: its pending first job, or, for a stage
+// retry, a new job that the queue holds back for the retry's delay.
+func (s *Service) startNode(ctx context.Context, tx store.Tx, st *runState, a plan.Start) error {
+	prev := st.jobs[a.Node]
+	if a.Attempt == 1 {
+		jobs, err := tx.Jobs().Queue(ctx, prev.ID)
+		if len(jobs) == 1 {
+			st.jobs[a.Node] = jobs[0]
+		}
+		return err
+	}
+	at := now().Add(a.Delay)
+	jobs, err := tx.Jobs().Enqueue(ctx, store.Job{
+		RunID: prev.RunID, StageID: prev.StageID, Name: prev.Name, Spec: prev.Spec, Labels: prev.Labels,
+		Priority: prev.Priority, MaxAttempts: prev.MaxAttempts, State: store.JobQueued, QueuedAt: &at,
+	})
+	if err != nil {
+		return err
+	}
+	st.jobs[a.Node] = jobs[0]
+	return s.createSteps(ctx, tx, jobs[0].ID, st.m.Run.Nodes[a.Node].Job.Steps)
+}
+
+// createSteps stores the steps of a job.
+func (s *Service) createSteps(ctx context.Context, tx store.Tx, jobID string, steps []*spec.Step) error {
+	rows := make([]store.Step, len(steps))
+	for k, st := range steps {
+		rows[k] = store.Step{JobID: jobID, Index: k, Name: st.Name, Key: st.ID}
+	}
+	_, err := tx.Steps().Create(ctx, rows...)
+	return err
+}
+
+// advance asks run runID's machine what can happen now, inside tx.
 func (s *Service) advance(ctx context.Context, tx store.Tx, runID string) error {
 	st, err := s.load(ctx, tx, runID)
 	if err != nil || st.run.Status.Done() {
@@ -112,112 +178,47 @@ func (s *Service) advance(ctx context.Context, tx store.Tx, runID string) error 
 	if blocked, err := s.blockedByGroup(ctx, tx, st); err != nil || blocked {
 		return err
 	}
-	var values map[string]any // expression values, loaded when a gate needs them
-	for _, n := range st.rg.graph.Nodes {
-		sg, job := st.stages[n.Index], st.jobs[n.Index]
-		if sg.Status != store.StatusPending || job.State != store.JobPending || !depsDone(st, n) {
-			continue
-		}
-		var failedDep *plan.Node
-		failed := st.failed()
-		for _, d := range n.Deps {
-			if failed[d.Index] {
-				failedDep = d
-				break
-			}
-		}
-		if values == nil {
-			if values, err = s.values(ctx, tx, st, n); err != nil {
-				return err
-			}
-		}
-		if n.Matrix != nil {
-			values["matrix"] = n.Matrix
-		} else {
-			delete(values, "matrix")
-		}
-		d := plan.Gate(n, failedDep, values, "")
-		switch d.Verdict {
-		case plan.Start:
-			if m := n.Source.Matrix; m != nil && m.MaxParallel > 0 && st.active(n) >= m.MaxParallel {
-				continue
-			}
-			if _, err := tx.Jobs().Queue(ctx, job.ID); err != nil {
-				return err
-			}
-			st.jobs[n.Index].State = store.JobQueued
-		case plan.AwaitApproval:
-			if st.stages[n.Index], err = tx.Stages().SetStatus(ctx, sg.ID, store.StatusWaiting); err != nil {
-				return err
-			}
-		default:
-			status := store.StatusSkipped
-			if d.Verdict == plan.Fail {
-				status = store.StatusFailure
-			}
-			if err := s.endStage(ctx, tx, st, n, status, d.Reason); err != nil {
-				return err
-			}
-		}
-	}
-	return s.settle(ctx, tx, st)
+	return s.next(ctx, tx, st, plan.Advance{})
 }
 
-func depsDone(st *runState, n *plan.Node) bool {
-	for _, d := range n.Deps {
-		if !st.stages[d.Index].Status.Done() {
-			return false
-		}
-	}
-	return true
-}
-
-// endStage finishes a stage that will not run (or no longer runs) with
-// status, cancelling its job with reason.
-func (s *Service) endStage(ctx context.Context, tx store.Tx, st *runState, n *plan.Node, status store.Status, reason string) error {
-	sg, err := tx.Stages().SetStatus(ctx, st.stages[n.Index].ID, status)
+// endStage ends node i's stage with status, and cancels its job with
+// reason when the job is not done.
+func (s *Service) endStage(ctx context.Context, tx store.Tx, st *runState, i int, status spec.Status, reason string) error {
+	sg, err := tx.Stages().SetStatus(ctx, st.stages[i].ID, store.Status(status))
 	if err = ignoreConflict(err); err != nil {
 		return err
 	}
 	if sg.ID != "" {
-		st.stages[n.Index] = sg
+		st.stages[i] = sg
 	}
-	if j := st.jobs[n.Index]; !j.State.Done() {
+	if j := st.jobs[i]; !j.State.Done() {
 		j, err := tx.Jobs().Cancel(ctx, j.ID, reason)
 		if err = ignoreConflict(err); err != nil {
 			return err
 		}
 		if j.ID != "" {
-			st.jobs[n.Index] = j
+			st.jobs[i] = j
 		}
 	}
 	return nil
 }
 
-// settle sets the run's status from its stages: running once a job has
+// settle sets the status of a run under way: running once a job has
 // started (or an approved stage is on its way), waiting while only
-// approvals are pending, and its final status when every stage is done.
+// approvals are pending.
 func (s *Service) settle(ctx context.Context, tx store.Tx, st *runState) error {
-	done, waiting, active, bad := true, false, false, false
-	failed := st.failed()
+	waiting, active := false, false
 	for i, sg := range st.stages {
+		j := st.jobs[i].State
 		switch {
 		case sg.Status == store.StatusWaiting:
-			waiting, done = true, false
+			waiting = true
 		case !sg.Status.Done():
-			done = false
-			j := st.jobs[i].State
 			active = active || sg.Status == store.StatusRunning || j == store.JobAssigned || j == store.JobRunning
-		case failed[i] && sg.Status != store.StatusSkipped:
-			bad = true
 		}
 	}
 	want := st.run.Status
 	switch {
-	case done && bad:
-		want = store.RunFailure
-	case done:
-		want = store.RunSuccess
 	case active:
 		want = store.RunRunning
 	case waiting:
@@ -228,73 +229,37 @@ func (s *Service) settle(ctx context.Context, tx store.Tx, st *runState) error {
 	if want == st.run.Status {
 		return nil
 	}
-	run, err := tx.Runs().SetStatus(ctx, st.run.ID, want)
+	return s.setRunStatus(ctx, tx, st, want)
+}
+
+// finishRun ends the run with status and starts the next run of its
+// concurrency group.
+func (s *Service) finishRun(ctx context.Context, tx store.Tx, st *runState, status store.RunStatus) error {
+	if err := s.setRunStatus(ctx, tx, st, status); err != nil {
+		return err
+	}
+	s.forget(st.run.ID)
+	return s.releaseGroup(ctx, tx, st)
+}
+
+func (s *Service) setRunStatus(ctx context.Context, tx store.Tx, st *runState, status store.RunStatus) error {
+	run, err := tx.Runs().SetStatus(ctx, st.run.ID, status)
 	if err = ignoreConflict(err); err != nil {
 		return err
 	}
 	if run.ID != "" {
 		st.run = run
 	}
-	if want.Done() {
-		s.forget(st.run.ID)
-		return s.releaseGroup(ctx, tx, st)
-	}
 	return nil
-}
-
-// values are the expression values that the conditions of a run's stages
-// see: git facts, variables, and the outputs of the steps done so far.
-func (s *Service) values(ctx context.Context, tx store.Tx, st *runState, n *plan.Node) (map[string]any, error) {
-	v := gitValues(st.rg.trigger)
-	v["run_id"] = st.run.ID
-	vars := map[string]any{}
-	for _, kv := range st.rg.pipeline.Variables {
-		vars[kv.Name], v[kv.Name] = kv.Value, kv.Value
-	}
-	for k, val := range st.rg.trigger.Variables {
-		vars[k], v[k] = val, val
-	}
-	v["variables"] = vars
-	steps, err := s.outputs(ctx, tx, st)
-	if err != nil {
-		return nil, err
-	}
-	v["steps"] = steps
-	return v, nil
-}
-
-// outputs are steps.<key>.outputs of the run's finished jobs.
-func (s *Service) outputs(ctx context.Context, tx store.Tx, st *runState) (map[string]any, error) {
-	out := map[string]any{}
-	for i, j := range st.jobs {
-		if j.ID == "" || !j.State.Done() || st.stages[i].Status == store.StatusSkipped {
-			continue
-		}
-		steps, err := tx.Steps().List(ctx, j.ID)
-		if err != nil {
-			return nil, err
-		}
-		for _, step := range steps {
-			if len(step.Outputs) == 0 {
-				continue
-			}
-			o := make(map[string]any, len(step.Outputs))
-			for k, val := range step.Outputs {
-				o[k] = val
-			}
-			out[step.Key] = map[string]any{"outputs": o}
-		}
-	}
-	return out, nil
 }
 
 // blockedByGroup reports whether an older run of the same concurrency group
 // is still in progress, so that this one must wait.
 func (s *Service) blockedByGroup(ctx context.Context, tx store.Tx, st *runState) (bool, error) {
-	if st.rg.trigger.Group == "" || st.run.Status != store.RunQueued {
+	if st.m.Run.Group == "" || st.run.Status != store.RunQueued {
 		return false, nil
 	}
-	others, err := s.groupRuns(ctx, tx, st.run.PipelineID, st.rg.trigger.Group)
+	others, err := s.groupRuns(ctx, tx, st.run.PipelineID, st.m.Run.Group)
 	if err != nil {
 		return false, err
 	}
@@ -308,10 +273,10 @@ func (s *Service) blockedByGroup(ctx context.Context, tx store.Tx, st *runState)
 
 // releaseGroup starts the oldest queued run of a finished run's group.
 func (s *Service) releaseGroup(ctx context.Context, tx store.Tx, st *runState) error {
-	if st.rg.trigger.Group == "" {
+	if st.m.Run.Group == "" {
 		return nil
 	}
-	others, err := s.groupRuns(ctx, tx, st.run.PipelineID, st.rg.trigger.Group)
+	others, err := s.groupRuns(ctx, tx, st.run.PipelineID, st.m.Run.Group)
 	if err != nil {
 		return err
 	}
@@ -332,8 +297,7 @@ func (s *Service) groupRuns(ctx context.Context, tx store.Tx, pipelineID, group 
 			return nil, err
 		}
 		for _, r := range runs {
-			var t Trigger
-			if json.Unmarshal(r.Trigger, &t) == nil && t.Group == group {
+			if c, err := s.compiled(r); err == nil && c.Group == group {
 				out = append(out, r)
 			}
 		}
@@ -355,7 +319,7 @@ func (s *Service) cancelGroup(ctx context.Context, tx store.Tx, run store.Run, g
 		if r.ID == run.ID {
 			continue
 		}
-		jobs, err := s.stopRun(ctx, tx, r.ID, store.RunCancelled, "cancelled by a newer run of concurrency group "+group)
+		jobs, err := s.stopRun(ctx, tx, r.ID, spec.StatusCancelled, "cancelled by a newer run of concurrency group "+group)
 		if err != nil {
 			return nil, err
 		}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/oxide-ci/oxide/internal/plan"
+	"github.com/oxide-ci/oxide/internal/spec"
 	"github.com/oxide-ci/oxide/internal/store"
 )
 
@@ -12,7 +14,7 @@ import (
 func (s *Service) CancelRun(ctx context.Context, runID, actor string) (store.Run, error) {
 	var jobs []store.Job
 	err := s.store.InTx(ctx, func(tx store.Tx) (err error) {
-		jobs, err = s.stopRun(ctx, tx, runID, store.RunCancelled, "cancelled by "+actor)
+		jobs, err = s.stopRun(ctx, tx, runID, spec.StatusCancelled, "cancelled by "+actor)
 		return err
 	})
 	if err != nil {
@@ -28,7 +30,7 @@ func (s *Service) CancelRun(ctx context.Context, runID, actor string) (store.Run
 // stage gets that status and every unfinished job is cancelled with
 // reason. It returns the jobs that a worker held. ErrConflict if the run is
 // done.
-func (s *Service) stopRun(ctx context.Context, tx store.Tx, runID string, status store.RunStatus, reason string) ([]store.Job, error) {
+func (s *Service) stopRun(ctx context.Context, tx store.Tx, runID string, status spec.Status, reason string) ([]store.Job, error) {
 	st, err := s.load(ctx, tx, runID)
 	if err != nil {
 		return nil, err
@@ -36,28 +38,8 @@ func (s *Service) stopRun(ctx context.Context, tx store.Tx, runID string, status
 	if st.run.Status.Done() {
 		return nil, fmt.Errorf("%w: run %s is %s already", store.ErrConflict, runID, st.run.Status)
 	}
-	stageStatus := store.StatusCancelled
-	if status == store.RunTimeout {
-		stageStatus = store.StatusTimeout
-	}
-	var held []store.Job
-	for _, n := range st.rg.graph.Nodes {
-		if st.stages[n.Index].Status.Done() {
-			continue
-		}
-		j := st.jobs[n.Index]
-		if err := s.endStage(ctx, tx, st, n, stageStatus, reason); err != nil {
-			return nil, err
-		}
-		if j.State == store.JobAssigned || j.State == store.JobRunning {
-			held = append(held, st.jobs[n.Index])
-		}
-	}
-	if _, err := tx.Runs().SetStatus(ctx, runID, status); err != nil {
-		return nil, err
-	}
-	s.forget(runID)
-	return held, s.releaseGroup(ctx, tx, st)
+	err = s.next(ctx, tx, st, plan.Cancel{Status: status, Reason: reason})
+	return st.stopped, err
 }
 
 // Approve records the approval (or rejection) of a stage that waits for
@@ -69,36 +51,27 @@ func (s *Service) Approve(ctx context.Context, runID, stage string, approve bool
 			return err
 		}
 		matched := false
-		for _, n := range st.rg.graph.Nodes {
-			if n.Name != stage && n.Source.Name != stage || st.stages[n.Index].Status != store.StatusWaiting {
+		for _, n := range st.m.Run.Nodes {
+			if n.Name != stage && n.Stage != stage || st.m.Nodes[n.Index].Status != spec.StatusWaiting {
 				continue
 			}
 			matched = true
+			var ev plan.Event = plan.Approved{Node: n.Index}
 			if !approve {
 				reason := "rejected by " + actor
 				if comment != "" {
 					reason += ": " + comment
 				}
-				if err := s.endStage(ctx, tx, st, n, store.StatusCancelled, reason); err != nil {
-					return err
-				}
-				continue
+				ev = plan.Rejected{Node: n.Index, Status: spec.StatusCancelled, Reason: reason}
 			}
-			if st.stages[n.Index], err = tx.Stages().SetStatus(ctx, st.stages[n.Index].ID, store.StatusRunning); err != nil {
+			if err := s.next(ctx, tx, st, ev); err != nil {
 				return err
 			}
-			if _, err := tx.Jobs().Queue(ctx, st.jobs[n.Index].ID); err != nil {
-				return err
-			}
-			st.jobs[n.Index].State = store.JobQueued
 		}
 		if !matched {
 			return fmt.Errorf("%w: no stage %q of run %s waits for an approval", store.ErrConflict, stage, runID)
 		}
-		if approve {
-			return s.settle(ctx, tx, st)
-		}
-		return s.advance(ctx, tx, runID) // dependents of a rejected stage
+		return nil
 	})
 	if err != nil {
 		return store.Run{}, err

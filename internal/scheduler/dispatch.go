@@ -5,32 +5,28 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"os"
+	"slices"
 
 	"github.com/oxide-ci/oxide/internal/events"
-	"github.com/oxide-ci/oxide/internal/pipeline"
 	"github.com/oxide-ci/oxide/internal/plan"
 	"github.com/oxide-ci/oxide/internal/runner"
 	"github.com/oxide-ci/oxide/internal/secrets"
+	"github.com/oxide-ci/oxide/internal/spec"
 	"github.com/oxide-ci/oxide/internal/store"
 )
 
 // Assignment is one claimed job attempt, ready for a worker to run.
 type Assignment struct {
-	Job         store.Job             // its lease is Job.Lease()
-	Work        runner.Job            // values and the server's secrets filled in; Workspace is the worker's to set
-	Environment *pipeline.Environment // where the steps run; nil: the worker's host
+	Job  store.Job // its lease is Job.Lease()
+	Work spec.Job  // the server's secrets filled in; Workspace and Runner are the worker's to set
 	// LocalSecrets are the references that the worker resolves itself
 	// (provider environment: the worker's environment variables).
-	LocalSecrets []StepSecret
+	LocalSecrets []spec.SecretRef
 	// RegistryPassword is the container registry's password, from the
 	// secret that registry.password_secret names.
 	RegistryPassword string
 }
-
-// StepSecret is a secret reference of a stage (Step empty) or of one step.
-type StepSecret = secretRef
 
 // Claim assigns up to limit queued jobs whose labels workerID has, and
 // returns them ready to run. A job whose secrets cannot be resolved is
@@ -59,45 +55,50 @@ func (s *Service) Claim(ctx context.Context, workerID string, labels []string, l
 	return out, nil
 }
 
-// assignment completes the stored spec of a claimed job.
+// assignment makes the job of a claimed attempt: a submitted job's from its
+// spec, a run's from its compiled run and the run's state (the outputs of
+// earlier stages), with the server's secrets resolved.
 func (s *Service) assignment(ctx context.Context, j store.Job) (Assignment, error) {
-	var ws workSpec
+	a := Assignment{Job: j}
+	var refs []spec.SecretRef
+	var pipelineID string
 	if j.RunID == "" {
 		var err error
-		if ws, err = submittedWork(j); err != nil {
+		if a.Work, refs, err = submittedWork(j); err != nil {
 			return Assignment{}, err
 		}
-	} else if err := json.Unmarshal(j.Spec, &ws); err != nil {
-		return Assignment{}, fmt.Errorf("job %s: spec: %w", j.ID, err)
-	}
-	a := Assignment{Job: j, Work: ws.Job, Environment: ws.Environment}
-	a.Work.Values = maps.Clone(ws.Job.Values)
-	if a.Work.Values == nil {
-		a.Work.Values = map[string]any{}
-	}
-	if j.RunID != "" {
+	} else {
+		var ns nodeSpec
+		if err := json.Unmarshal(j.Spec, &ns); err != nil {
+			return Assignment{}, fmt.Errorf("job %s: spec: %w", j.ID, err)
+		}
 		err := s.store.InTx(ctx, func(tx store.Tx) error {
 			st, err := s.load(ctx, tx, j.RunID)
 			if err != nil {
 				return err
 			}
-			steps, err := s.outputs(ctx, tx, st)
-			a.Work.Values["steps"] = steps
-			return err
+			if ns.Node < 0 || ns.Node >= len(st.m.Run.Nodes) {
+				return fmt.Errorf("job %s: run %s has no node %d", j.ID, j.RunID, ns.Node)
+			}
+			if err := s.loadOutputs(ctx, tx, st); err != nil {
+				return err
+			}
+			a.Work = st.m.Job(ns.Node, j.ID, j.Attempt)
+			refs, pipelineID = st.m.Run.Nodes[ns.Node].Secrets, st.run.PipelineID
+			return nil
 		})
 		if err != nil {
 			return Assignment{}, err
 		}
 	}
-	a.Work.Extra = append(a.Work.Extra, "OXIDE_RUN_ID="+j.RunID, "OXIDE_JOB_ID="+j.ID, "OXIDE_STAGE="+a.Work.Stage,
-		fmt.Sprintf("OXIDE_ATTEMPT=%d", j.Attempt))
+	a.Work.JobID, a.Work.Attempt = j.ID, j.Attempt
 	var missing []string
-	for _, ref := range ws.Secrets {
+	for _, ref := range refs {
 		if ref.Provider == "environment" {
 			a.LocalSecrets = append(a.LocalSecrets, ref)
 			continue
 		}
-		v, ok, err := s.resolve(ctx, ws.PipelineID, ref.SecretRef)
+		v, ok, err := s.resolve(ctx, pipelineID, ref)
 		if err != nil {
 			return Assignment{}, err
 		}
@@ -112,14 +113,14 @@ func (s *Service) assignment(ctx context.Context, j store.Job) (Assignment, erro
 				return Assignment{}, fmt.Errorf("secret %s %w", ref.Name, err)
 			}
 		}
-		a.Work.Secrets = append(a.Work.Secrets, runner.Secret{Name: ref.Name, Value: v, Masked: ref.Masked, Step: ref.Step})
+		a.Work.Secrets = append(a.Work.Secrets, spec.Secret{Name: ref.Name, Value: v, Masked: ref.Masked, Step: ref.Step})
 	}
 	if len(missing) > 0 {
 		return Assignment{}, fmt.Errorf("missing required secret %v", missing)
 	}
-	if e := ws.Environment; e != nil && e.Container != nil && e.Container.Registry != nil && e.Container.Registry.PasswordSecret != "" {
+	if e := a.Work.Environment; e != nil && e.Container != nil && e.Container.Registry != nil && e.Container.Registry.PasswordSecret != "" {
 		name := e.Container.Registry.PasswordSecret
-		v, ok, err := s.resolve(ctx, ws.PipelineID, pipeline.SecretRef{Name: name, Provider: "oxide"})
+		v, ok, err := s.resolve(ctx, pipelineID, spec.SecretRef{Name: name, Provider: "oxide"})
 		if err != nil {
 			return Assignment{}, err
 		}
@@ -127,12 +128,12 @@ func (s *Service) assignment(ctx context.Context, j store.Job) (Assignment, erro
 			return Assignment{}, fmt.Errorf("missing registry password secret %s", name)
 		}
 		a.RegistryPassword = v
-		a.Work.Secrets = append(a.Work.Secrets, runner.Secret{Value: v, Masked: true})
+		a.Work.Secrets = append(a.Work.Secrets, spec.Secret{Value: v, Masked: true})
 	}
 	return a, nil
 }
 
-func (s *Service) resolve(ctx context.Context, pipelineID string, ref pipeline.SecretRef) (string, bool, error) {
+func (s *Service) resolve(ctx context.Context, pipelineID string, ref spec.SecretRef) (string, bool, error) {
 	if ref.Provider != "oxide" {
 		return "", false, fmt.Errorf("secret %s: provider %s is not configured on this server", ref.Name, ref.Provider)
 	}
@@ -147,14 +148,10 @@ func (s *Service) resolve(ctx context.Context, pipelineID string, ref pipeline.S
 func ResolveLocal(a *Assignment) error {
 	var missing []string
 	for _, ref := range a.LocalSecrets {
-		name := ref.Path
-		if name == "" {
-			name = ref.Name
-		}
-		v := os.Getenv(name)
+		v := os.Getenv(ref.Lookup())
 		if v == "" {
 			if ref.Required {
-				missing = append(missing, name)
+				missing = append(missing, ref.Lookup())
 			}
 			continue
 		}
@@ -164,7 +161,7 @@ func ResolveLocal(a *Assignment) error {
 				return fmt.Errorf("secret %s %w", ref.Name, err)
 			}
 		}
-		a.Work.Secrets = append(a.Work.Secrets, runner.Secret{Name: ref.Name, Value: v, Masked: ref.Masked, Step: ref.Step})
+		a.Work.Secrets = append(a.Work.Secrets, spec.Secret{Name: ref.Name, Value: v, Masked: ref.Masked, Step: ref.Step})
 	}
 	if len(missing) > 0 {
 		return fmt.Errorf("missing required secret from the environment: %v", missing)
@@ -264,7 +261,7 @@ func (s *Service) Finish(ctx context.Context, l store.Lease, res runner.JobResul
 	if err != nil {
 		return err
 	}
-	var cancelled []store.Job
+	var stopped []store.Job
 	err = s.inRun(ctx, job.RunID, func(tx store.Tx) error {
 		done, err := tx.Jobs().Complete(ctx, result)
 		if err != nil || len(done) == 0 {
@@ -285,53 +282,61 @@ func (s *Service) Finish(ctx context.Context, l store.Lease, res runner.JobResul
 		if j.RunID == "" {
 			return nil
 		}
-		st, err := s.load(ctx, tx, j.RunID)
-		if err != nil {
-			return err
+		status, reason := stageStatus(j.State), j.Error
+		if res.Status == runner.StatusSkipped {
+			status, reason = spec.StatusSkipped, res.Reason
 		}
-		for _, n := range st.rg.graph.Nodes {
-			if st.stages[n.Index].ID != j.StageID {
-				continue
-			}
-			if err := s.endStage(ctx, tx, st, n, stageStatus(j.State), ""); err != nil {
-				return err
-			}
-			if m := n.Source.Matrix; m != nil && m.FailFast && j.State == store.JobFailed {
-				cancelled, err = s.failFast(ctx, tx, st, n)
-				if err != nil {
-					return err
-				}
-			}
-		}
-		return s.advance(ctx, tx, j.RunID)
+		stopped, err = s.finished(ctx, tx, j, status, reason)
+		return err
 	})
 	if err != nil {
 		return err
 	}
-	for _, j := range cancelled {
+	for _, j := range stopped {
 		s.notifyCancel(j.ID, j.Error)
 	}
 	s.wake()
 	return nil
 }
 
-// failFast cancels the unfinished instances of failed's matrix stage and
-// returns the jobs that workers held.
-func (s *Service) failFast(ctx context.Context, tx store.Tx, st *runState, failed *plan.Node) ([]store.Job, error) {
-	var held []store.Job
-	for _, n := range st.rg.graph.Nodes {
-		if n.Source != failed.Source || st.stages[n.Index].Status.Done() {
-			continue
-		}
-		j := st.jobs[n.Index]
-		if err := s.endStage(ctx, tx, st, n, store.StatusCancelled, "cancelled by fail_fast: "+failed.Name+" failed"); err != nil {
+// finished tells the machine of j's run that its node ended with status,
+// writes the node's stage, and carries out what follows. It returns the
+// jobs that workers must be told to stop.
+func (s *Service) finished(ctx context.Context, tx store.Tx, j store.Job, status spec.Status, reason string) ([]store.Job, error) {
+	st, err := s.load(ctx, tx, j.RunID)
+	if err != nil || st.run.Status.Done() {
+		return nil, err
+	}
+	node := slices.IndexFunc(st.stages, func(sg store.Stage) bool { return sg.ID == j.StageID })
+	if node < 0 || st.jobs[node].ID != j.ID {
+		return nil, nil // a job of an earlier attempt of the stage
+	}
+	// load saw the job done: its node is running until the machine hears.
+	if !st.m.Nodes[node].Status.Done() {
+		st.m.Nodes[node].Status = spec.StatusRunning
+	}
+	var outputs map[string]map[string]string
+	if status != spec.StatusSkipped {
+		steps, err := tx.Steps().List(ctx, j.ID)
+		if err != nil {
 			return nil, err
 		}
-		if j.State == store.JobAssigned || j.State == store.JobRunning {
-			held = append(held, st.jobs[n.Index])
+		outputs = map[string]map[string]string{}
+		for _, step := range steps {
+			if len(step.Outputs) > 0 {
+				outputs[step.Key] = step.Outputs
+			}
 		}
 	}
-	return held, nil
+	if err := s.next(ctx, tx, st, plan.Finished{Node: node, Status: status, Reason: reason, Outputs: outputs}); err != nil {
+		return nil, err
+	}
+	if ns := st.m.Nodes[node]; ns.Status.Done() {
+		if _, err := tx.Stages().SetStatus(ctx, st.stages[node].ID, store.Status(ns.Status)); ignoreConflict(err) != nil {
+			return nil, err
+		}
+	}
+	return st.stopped, nil
 }
 
 // Register records a worker as an agent, online, so that it is listed and

@@ -8,8 +8,7 @@ import (
 	"slices"
 
 	"github.com/oxide-ci/oxide/internal/jobspec"
-	"github.com/oxide-ci/oxide/internal/pipeline"
-	"github.com/oxide-ci/oxide/internal/runner"
+	"github.com/oxide-ci/oxide/internal/spec"
 	"github.com/oxide-ci/oxide/internal/store"
 )
 
@@ -33,16 +32,11 @@ func (s *Service) SubmitJob(ctx context.Context, spec jobspec.Spec, actor string
 			return err
 		}
 		job = jobs[0]
-		ws, err := submittedWork(job)
+		work, _, err := submittedWork(job)
 		if err != nil {
 			return err
 		}
-		steps := make([]store.Step, len(ws.Job.Steps))
-		for i, st := range ws.Job.Steps {
-			steps[i] = store.Step{JobID: job.ID, Index: i, Name: st.Name, Key: st.ID}
-		}
-		_, err = tx.Steps().Create(ctx, steps...)
-		return err
+		return s.createSteps(ctx, tx, job.ID, work.Steps)
 	})
 	if err != nil {
 		return store.Job{}, err
@@ -58,19 +52,21 @@ func (s *Service) CancelJob(ctx context.Context, id, actor string) (store.Job, e
 	if err != nil {
 		return store.Job{}, err
 	}
+	var stopped []store.Job
 	err = s.inRun(ctx, j.RunID, func(tx store.Tx) (err error) {
 		if j, err = tx.Jobs().Cancel(ctx, id, "cancelled by "+actor); err != nil || j.RunID == "" {
 			return err
 		}
-		if _, err := tx.Stages().SetStatus(ctx, j.StageID, store.StatusCancelled); ignoreConflict(err) != nil {
-			return err
-		}
-		return s.advance(ctx, tx, j.RunID)
+		stopped, err = s.finished(ctx, tx, j, spec.StatusCancelled, j.Error)
+		return err
 	})
 	if err != nil {
 		return store.Job{}, err
 	}
 	s.notifyCancel(j.ID, j.Error)
+	for _, o := range stopped {
+		s.notifyCancel(o.ID, o.Error)
+	}
 	return j, nil
 }
 
@@ -80,33 +76,34 @@ func (s *Service) DrainAgent(ctx context.Context, id, actor string) (store.Agent
 	return s.store.Agents().SetStatus(ctx, id, store.AgentDraining)
 }
 
-// submittedWork turns the spec of a job submitted directly into the
-// runner's job: its command or steps, environment variables, secrets by
-// name (organization scope) and timeout.
-func submittedWork(j store.Job) (workSpec, error) {
-	spec, err := jobspec.Decode(j.Spec)
+// submittedWork turns the spec of a job submitted directly into the job a
+// worker runs — its command or steps, environment variables, timeout and
+// image — and its secret references (by name, organization scope).
+func submittedWork(j store.Job) (spec.Job, []spec.SecretRef, error) {
+	js, err := jobspec.Decode(j.Spec)
 	if err != nil {
-		return workSpec{}, fmt.Errorf("job %s: spec: %w", j.ID, err)
+		return spec.Job{}, nil, fmt.Errorf("job %s: spec: %w", j.ID, err)
 	}
-	ws := workSpec{Job: runner.Job{Stage: spec.Name, Timeout: spec.TimeoutDuration(), Values: map[string]any{}}}
-	if spec.Command != "" {
-		ws.Job.Steps = append(ws.Job.Steps, &pipeline.Step{Name: spec.Name, ID: "command", Run: spec.Command, Shell: spec.Shell, ContinueOnError: "false"})
+	work := spec.Job{Version: spec.Version, Stage: js.Name, Timeout: js.TimeoutDuration()}
+	if js.Command != "" {
+		work.Steps = append(work.Steps, &spec.Step{Name: js.Name, ID: "command", Run: js.Command, Shell: js.Shell})
 	}
-	for i, st := range spec.Steps {
+	for i, st := range js.Steps {
 		shell := st.Shell
 		if shell == "" {
-			shell = spec.Shell
+			shell = js.Shell
 		}
-		ws.Job.Steps = append(ws.Job.Steps, &pipeline.Step{Name: st.Name, ID: fmt.Sprintf("step-%d", i+1), Run: st.Run, Shell: shell, ContinueOnError: "false"})
+		work.Steps = append(work.Steps, &spec.Step{Name: st.Name, ID: fmt.Sprintf("step-%d", i+1), Run: st.Run, Shell: shell})
 	}
-	for _, k := range slices.Sorted(maps.Keys(spec.Env)) {
-		ws.Job.Variables = append(ws.Job.Variables, pipeline.Var{Name: k, Value: spec.Env[k]})
+	for _, k := range slices.Sorted(maps.Keys(js.Env)) {
+		work.Variables = append(work.Variables, spec.Var{Name: k, Value: js.Env[k]})
 	}
-	for _, name := range spec.Secrets {
-		ws.Secrets = append(ws.Secrets, secretRef{SecretRef: pipeline.SecretRef{Name: name, Provider: "oxide", Path: name, Masked: true, Required: true}})
+	var refs []spec.SecretRef
+	for _, name := range js.Secrets {
+		refs = append(refs, spec.SecretRef{Name: name, Provider: "oxide", Path: name, Masked: true, Required: true})
 	}
-	if spec.Image != "" {
-		ws.Environment = &pipeline.Environment{Type: pipeline.EnvContainer, Container: &pipeline.Container{Image: spec.Image}}
+	if js.Image != "" {
+		work.Environment = &spec.Environment{Type: spec.EnvContainer, Container: &spec.Container{Image: js.Image}}
 	}
-	return ws, nil
+	return work, refs, nil
 }

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oxide-ci/oxide/internal/pipeline"
 	"github.com/oxide-ci/oxide/internal/scheduler"
+	"github.com/oxide-ci/oxide/internal/spec"
 	"github.com/oxide-ci/oxide/internal/store"
 	"github.com/oxide-ci/oxide/internal/store/sqlite"
 )
@@ -16,7 +16,7 @@ import (
 // secretsOf resolves references from a map, as the server's store does.
 type secretsOf map[string]string
 
-func (m secretsOf) Resolve(_ context.Context, _ string, ref pipeline.SecretRef) (string, bool, error) {
+func (m secretsOf) Resolve(_ context.Context, _ string, ref spec.SecretRef) (string, bool, error) {
 	v, ok := m[ref.Name]
 	return v, ok, nil
 }

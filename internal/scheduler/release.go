@@ -17,19 +17,21 @@ func (s *Service) FailLease(ctx context.Context, l store.Lease, reason string) e
 		return err
 	}
 	var failed store.Job
+	var stopped []store.Job
 	err = s.inRun(ctx, job.RunID, func(tx store.Tx) error {
 		j, err := tx.Jobs().Fail(ctx, l, reason)
 		if err != nil || !j.State.Done() || j.RunID == "" {
 			return err
 		}
 		failed = j
-		if _, err := tx.Stages().SetStatus(ctx, j.StageID, stageStatus(j.State)); ignoreConflict(err) != nil {
-			return err
-		}
-		return s.advance(ctx, tx, j.RunID)
+		stopped, err = s.finished(ctx, tx, j, stageStatus(j.State), j.Error)
+		return err
 	})
 	if err = ignoreConflict(err); err != nil {
 		return err
+	}
+	for _, j := range stopped {
+		s.notifyCancel(j.ID, j.Error)
 	}
 	if failed.ID == "" {
 		s.wake() // requeued: a worker may take it

@@ -15,7 +15,6 @@ package scheduler
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,9 +23,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/oxide-ci/oxide/internal/pipeline"
 	"github.com/oxide-ci/oxide/internal/plan"
-	"github.com/oxide-ci/oxide/internal/runner"
+	"github.com/oxide-ci/oxide/internal/spec"
 	"github.com/oxide-ci/oxide/internal/store"
 )
 
@@ -56,7 +54,7 @@ type Config struct {
 // SecretResolver finds the value of a secret reference for a run of
 // pipelineID. ok is false when there is no such secret.
 type SecretResolver interface {
-	Resolve(ctx context.Context, pipelineID string, ref pipeline.SecretRef) (value string, ok bool, err error)
+	Resolve(ctx context.Context, pipelineID string, ref spec.SecretRef) (value string, ok bool, err error)
 }
 
 // Publisher publishes a message on a subject, without waiting.
@@ -73,7 +71,7 @@ type Service struct {
 	lease   time.Duration
 	log     *slog.Logger
 
-	graphs graphCache
+	runs compiledCache
 
 	mu         sync.Mutex
 	waiters    []chan struct{}                        // workers waiting for queued jobs
@@ -91,23 +89,9 @@ func New(cfg Config) *Service {
 	}
 	return &Service{
 		store: cfg.Store, secrets: cfg.Secrets, live: cfg.Live, lease: cfg.Lease, log: cfg.Logger,
-		graphs:  graphCache{m: map[string]*runGraph{}},
+		runs:    compiledCache{m: map[string]*plan.Run{}},
 		cancels: map[string]map[int]func(string){},
 	}
-}
-
-// Trigger is what started a run. It is stored with the run (store.Run's
-// Trigger), with the pipeline definition the run executes, so that editing
-// the pipeline does not change runs already made.
-type Trigger struct {
-	Event      string            `json:"event,omitempty"`
-	Branch     string            `json:"branch,omitempty"`
-	SHA        string            `json:"sha,omitempty"`
-	Ref        string            `json:"ref,omitempty"`
-	Variables  map[string]string `json:"variables,omitempty"`
-	Actor      string            `json:"actor,omitempty"`
-	Definition string            `json:"definition"`
-	Group      string            `json:"concurrency_group,omitempty"`
 }
 
 // TriggerRequest asks for a run.
@@ -117,53 +101,40 @@ type TriggerRequest struct {
 	Actor                   string
 }
 
-// runGraph is a run's plan, kept in memory after the first use.
-type runGraph struct {
-	pipeline *pipeline.Pipeline
-	graph    *plan.Graph
-	trigger  Trigger
-}
-
-type graphCache struct {
+// compiledCache keeps compiled runs in memory after their first use: they
+// never change.
+type compiledCache struct {
 	mu sync.Mutex
-	m  map[string]*runGraph // by run ID
+	m  map[string]*plan.Run // by run ID
 }
 
-// graph returns the plan of run r, parsing its definition on first use.
-func (s *Service) graph(r store.Run) (*runGraph, error) {
-	s.graphs.mu.Lock()
-	g, ok := s.graphs.m[r.ID]
-	s.graphs.mu.Unlock()
+// compiled returns run r's compiled run, decoding it on first use. The
+// store keeps it in the run's Trigger.
+func (s *Service) compiled(r store.Run) (*plan.Run, error) {
+	s.runs.mu.Lock()
+	c, ok := s.runs.m[r.ID]
+	s.runs.mu.Unlock()
 	if ok {
-		return g, nil
+		return c, nil
 	}
-	var t Trigger
-	if err := json.Unmarshal(r.Trigger, &t); err != nil {
-		return nil, fmt.Errorf("run %s: trigger: %w", r.ID, err)
-	}
-	p, err := pipeline.Parse("pipeline.yaml", []byte(t.Definition))
+	c, err := plan.Decode(r.Trigger)
 	if err != nil {
 		return nil, fmt.Errorf("run %s: %w", r.ID, err)
 	}
-	pg, err := plan.Build(p)
-	if err != nil {
-		return nil, fmt.Errorf("run %s: %w", r.ID, err)
+	s.runs.mu.Lock()
+	if len(s.runs.m) > 10000 { // a crude bound: runs are decoded again on demand
+		clear(s.runs.m)
 	}
-	g = &runGraph{pipeline: p, graph: pg, trigger: t}
-	s.graphs.mu.Lock()
-	if len(s.graphs.m) > 10000 { // a crude bound: runs are re-planned on demand
-		clear(s.graphs.m)
-	}
-	s.graphs.m[r.ID] = g
-	s.graphs.mu.Unlock()
-	return g, nil
+	s.runs.m[r.ID] = c
+	s.runs.mu.Unlock()
+	return c, nil
 }
 
-// forget drops a finished run's plan.
+// forget drops a finished run's compiled run.
 func (s *Service) forget(runID string) {
-	s.graphs.mu.Lock()
-	delete(s.graphs.m, runID)
-	s.graphs.mu.Unlock()
+	s.runs.mu.Lock()
+	delete(s.runs.m, runID)
+	s.runs.mu.Unlock()
 }
 
 // wake tells waiting workers that jobs were queued.
@@ -218,30 +189,31 @@ func (s *Service) notifyCancel(jobID, reason string) {
 	}
 }
 
-// jobState maps a runner status to the job's final state.
-func jobState(st runner.Status) store.JobState {
+// jobState maps a runner status to the job's final state. A job skipped by
+// its own condition succeeded: its stage is skipped (stageStatus).
+func jobState(st spec.Status) store.JobState {
 	switch st {
-	case runner.StatusSuccess:
+	case spec.StatusSuccess, spec.StatusSkipped:
 		return store.JobSucceeded
-	case runner.StatusTimeout:
+	case spec.StatusTimeout:
 		return store.JobTimeout
-	case runner.StatusCancelled:
+	case spec.StatusCancelled:
 		return store.JobCancelled
 	}
 	return store.JobFailed
 }
 
 // stageStatus maps a job's final state to its stage's status.
-func stageStatus(s store.JobState) store.Status {
+func stageStatus(s store.JobState) spec.Status {
 	switch s {
 	case store.JobSucceeded:
-		return store.StatusSuccess
+		return spec.StatusSuccess
 	case store.JobTimeout:
-		return store.StatusTimeout
+		return spec.StatusTimeout
 	case store.JobCancelled:
-		return store.StatusCancelled
+		return spec.StatusCancelled
 	}
-	return store.StatusFailure
+	return spec.StatusFailure
 }
 
 // ignoreConflict treats a conflict as done: another server (or an earlier

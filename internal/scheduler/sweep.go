@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/oxide-ci/oxide/internal/spec"
 	"github.com/oxide-ci/oxide/internal/store"
 )
 
@@ -25,14 +26,16 @@ func (s *Service) Sweep(ctx context.Context) error {
 		if j.RunID == "" {
 			continue
 		}
-		err := s.inRun(ctx, j.RunID, func(tx store.Tx) error {
-			if _, err := tx.Stages().SetStatus(ctx, j.StageID, stageStatus(j.State)); ignoreConflict(err) != nil {
-				return err
-			}
-			return s.advance(ctx, tx, j.RunID)
+		var stopped []store.Job
+		err := s.inRun(ctx, j.RunID, func(tx store.Tx) (err error) {
+			stopped, err = s.finished(ctx, tx, j, stageStatus(j.State), j.Error)
+			return err
 		})
 		if err != nil {
 			return err
+		}
+		for _, j := range stopped {
+			s.notifyCancel(j.ID, j.Error)
 		}
 	}
 	if requeued {
@@ -49,13 +52,13 @@ func (s *Service) timeouts(ctx context.Context) error {
 			return err
 		}
 		for _, r := range runs {
-			rg, err := s.graph(r)
-			if err != nil || r.StartedAt == nil || rg.pipeline.Timeout <= 0 || time.Since(*r.StartedAt) < rg.pipeline.Timeout {
+			c, err := s.compiled(r)
+			if err != nil || r.StartedAt == nil || c.Timeout <= 0 || time.Since(*r.StartedAt) < c.Timeout {
 				continue
 			}
 			var held []store.Job
 			err = s.store.InTx(ctx, func(tx store.Tx) (err error) {
-				held, err = s.stopRun(ctx, tx, r.ID, store.RunTimeout, "the pipeline timed out")
+				held, err = s.stopRun(ctx, tx, r.ID, spec.StatusTimeout, "the pipeline timed out")
 				return ignoreConflict(err)
 			})
 			if err != nil {

@@ -65,11 +65,14 @@ func (o outbox) publication(ctx context.Context, ev store.Event) (string, []byte
 // payloads ask beyond the run's row: the pipeline's name, the agent that
 // took its first job, and the count of stages passed and failed.
 func (o outbox) runEvent(ctx context.Context, r store.Run, at time.Time) (string, any) {
-	var t struct {
-		Event string `json:"event"`
-		Actor string `json:"actor"`
+	var c struct { // the compiled run's trigger
+		Trigger struct {
+			Event string `json:"event"`
+			Actor string `json:"actor"`
+		} `json:"trigger"`
 	}
-	json.Unmarshal(r.Trigger, &t)
+	json.Unmarshal(r.Trigger, &c)
+	t := c.Trigger
 	var name string
 	if p, err := o.store.Pipelines().Get(ctx, r.PipelineID); err == nil {
 		name = p.Name

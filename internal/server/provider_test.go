@@ -101,12 +101,12 @@ func TestAutoscaleBurst(t *testing.T) {
 		most = max(most, running())
 		done := 0
 		for _, id := range ids {
-			var j struct{ State string }
+			var j struct{ State, Error string }
 			s.call(t, "GET", "/api/v1/jobs/"+id, s.Token, nil).want(t, 200, &j)
 			if j.State == "succeeded" {
 				done++
 			} else if j.State == "failed" || j.State == "cancelled" {
-				t.Fatalf("job %s %s", id, j.State)
+				t.Fatalf("job %s %s: %s", id, j.State, j.Error)
 			}
 		}
 		return done == len(ids), "jobs not all succeeded yet"

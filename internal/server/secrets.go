@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/oxide-ci/oxide/internal/pipeline"
 	"github.com/oxide-ci/oxide/internal/secrets"
+	"github.com/oxide-ci/oxide/internal/spec"
 	"github.com/oxide-ci/oxide/internal/store"
 )
 
@@ -18,7 +18,7 @@ type secretResolver struct {
 	box   *secrets.Box
 }
 
-func (r secretResolver) Resolve(ctx context.Context, pipelineID string, ref pipeline.SecretRef) (string, bool, error) {
+func (r secretResolver) Resolve(ctx context.Context, pipelineID string, ref spec.SecretRef) (string, bool, error) {
 	name := ref.Path
 	if name == "" {
 		name = ref.Name

@@ -35,6 +35,7 @@ import (
 	"github.com/oxide-ci/oxide/internal/secrets"
 	"github.com/oxide-ci/oxide/internal/server/agentsvc"
 	"github.com/oxide-ci/oxide/internal/server/api"
+	"github.com/oxide-ci/oxide/internal/spec"
 	"github.com/oxide-ci/oxide/internal/store"
 	"github.com/oxide-ci/oxide/internal/store/postgres"
 	"github.com/oxide-ci/oxide/internal/store/sqlite"
@@ -277,6 +278,7 @@ func startWorkers(ctx context.Context, cfg Config, svc *scheduler.Service, st st
 			ID: stableID(cfg.DataDir, name), Labels: cfg.AgentLabels, Concurrency: 1,
 			Dir: filepath.Join(cfg.DataDir, "workspaces"), HostOnly: cfg.HostOnly, Control: localControl{svc, st},
 			Heartbeat: localHeartbeat(cfg), Logger: log.With("worker", i+1), Containers: containers,
+			Runner: spec.Runner{Name: name, OS: runtime.GOOS, Arch: runtime.GOARCH},
 		}
 		_, err := svc.Register(ctx, store.Agent{
 			ID: w.ID, Name: name, Labels: w.Labels, Capacity: w.Concurrency, Version: inProcess,

@@ -355,12 +355,27 @@ type JobFilter struct {
 	Offset   int
 }
 
+// QueueTime is when a new job j, stored at now, joins the queue: nil for a
+// pending job, its QueuedAt when that is later, else now.
+func QueueTime(j *Job, now time.Time) *time.Time {
+	switch {
+	case j.State != JobQueued:
+		return nil
+	case j.QueuedAt != nil && j.QueuedAt.After(now):
+		at := *j.QueuedAt
+		return &at
+	}
+	return &now
+}
+
 // Jobs stores jobs and is the job queue. Events: job.<state> on every change
 // of state, including creation (job.queued or job.pending).
 type Jobs interface {
 	// Enqueue stores jobs as one batch and returns them as stored. State
 	// must be queued (the default) or pending: a pending job is not claimed
-	// until Queue. MaxAttempts defaults to DefaultMaxAttempts.
+	// until Queue. A queued job with a QueuedAt in the future is not
+	// claimed before then (a stage retry's delay). MaxAttempts defaults to
+	// DefaultMaxAttempts.
 	Enqueue(ctx context.Context, jobs ...Job) ([]Job, error)
 	Get(ctx context.Context, id string) (Job, error)
 	// List returns jobs oldest first.

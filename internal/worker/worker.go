@@ -19,6 +19,7 @@ import (
 	"github.com/oxide-ci/oxide/internal/pipeline"
 	"github.com/oxide-ci/oxide/internal/runner"
 	"github.com/oxide-ci/oxide/internal/scheduler"
+	"github.com/oxide-ci/oxide/internal/spec"
 	"github.com/oxide-ci/oxide/internal/store"
 )
 
@@ -56,6 +57,9 @@ type Worker struct {
 	Poll        time.Duration // claim interval when not woken; default 1s
 	Heartbeat   time.Duration // default 10s
 	Grace       time.Duration // between SIGTERM and SIGKILL of a cancelled step
+	// Runner is what jobs see as runner.*: the worker's name, OS and
+	// architecture.
+	Runner spec.Runner
 	// HostOnly runs every job on the host, whatever environment it asks for.
 	HostOnly bool
 	// Containers runs the jobs that ask for a container; nil: this worker
@@ -178,6 +182,7 @@ func (w *Worker) execute(ctx context.Context, cancel context.CancelCauseFunc, a 
 		return
 	}
 	a.Work.Workspace = ws
+	a.Work.Runner = w.Runner
 	if err := w.Control.Start(rctx, l); err != nil {
 		log.Warn("start", "err", err) // cancelled or taken back meanwhile
 		return
@@ -204,7 +209,7 @@ func (w *Worker) execute(ctx context.Context, cancel context.CancelCauseFunc, a 
 
 // environment returns where a job's steps run.
 func (w *Worker) environment(a scheduler.Assignment, workspace string) (runner.Environment, error) {
-	e := a.Environment
+	e := a.Work.Environment
 	switch {
 	case e == nil || e.Type == pipeline.EnvHost || w.HostOnly:
 		return host.New(host.Options{Grace: w.Grace}), nil

@@ -34,7 +34,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/oxide-ci/oxide/internal/agentrpc"
-	"github.com/oxide-ci/oxide/internal/runner"
+	"github.com/oxide-ci/oxide/internal/spec"
 )
 
 // Server is the test double. Its methods are safe for concurrent use.
@@ -444,7 +444,8 @@ func (s *Server) Rejected(jobID string) *agentrpc.JobRejected {
 
 // RunJob makes the message that hands agentID a job of run runID (empty
 // for a job submitted directly).
-func RunJob(agentID, jobID, runID string, attempt int, job runner.Job) *agentrpc.RunJob {
+func RunJob(agentID, jobID, runID string, attempt int, job spec.Job) *agentrpc.RunJob {
+	job.Version = spec.Version
 	b, err := json.Marshal(job)
 	if err != nil {
 		panic(err)

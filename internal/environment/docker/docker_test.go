@@ -19,6 +19,7 @@ import (
 	"github.com/oxide-ci/oxide/internal/environment/docker"
 	"github.com/oxide-ci/oxide/internal/pipeline"
 	"github.com/oxide-ci/oxide/internal/runner"
+	"github.com/oxide-ci/oxide/internal/spec"
 	"github.com/oxide-ci/oxide/internal/testkit/dockertest"
 )
 
@@ -80,12 +81,12 @@ func leftovers(t *testing.T, cli *client.Client, jobID string) int {
 	return len(cs.Items) + len(vs.Items)
 }
 
-func step(id, run string) *pipeline.Step {
-	return &pipeline.Step{ID: id, Name: id, Run: run, ContinueOnError: "false"}
+func step(id, run string) *spec.Step {
+	return &spec.Step{ID: id, Name: id, Run: run, ContinueOnError: "false"}
 }
 
 // run runs steps as a job in env and cleans up.
-func run(t *testing.T, env runner.Environment, ws string, steps []*pipeline.Step, secrets ...runner.Secret) (runner.JobResult, string) {
+func run(t *testing.T, env runner.Environment, ws string, steps []*spec.Step, secrets ...spec.Secret) (runner.JobResult, string) {
 	t.Helper()
 	if err := env.Prepare(t.Context()); err != nil {
 		t.Fatal(err)
@@ -96,8 +97,7 @@ func run(t *testing.T, env runner.Environment, ws string, steps []*pipeline.Step
 		}
 	}()
 	s := &sink{}
-	job := &runner.Job{RunID: "r", Stage: "s", Steps: steps, Workspace: ws, Secrets: secrets, Values: map[string]any{},
-		Extra: []string{"OXIDE_WORKSPACE=" + ws}}
+	job := &spec.Job{RunID: "r", Stage: "s", Steps: steps, Workspace: ws, Secrets: secrets}
 	return runner.Run(t.Context(), env, job, s), s.output()
 }
 
@@ -111,11 +111,11 @@ func TestStepsRunInContainer(t *testing.T) {
 	ws := t.TempDir()
 	os.WriteFile(filepath.Join(ws, "input.txt"), []byte("from the host\n"), 0o644)
 	env := e.Env("job-basic", &pipeline.Container{Image: image}, ws, "")
-	res, out := run(t, env, ws, []*pipeline.Step{
+	res, out := run(t, env, ws, []*spec.Step{
 		step("look", `cat /etc/os-release; pwd; echo "ws=$OXIDE_WORKSPACE"; cat input.txt; echo "token=$TOKEN"; echo made > made.txt; echo oops >&2`),
 		step("out", `echo "answer=42" >> "$OXIDE_OUTPUT"`),
 		step("use", `echo "got ${{ steps.out.outputs.answer }}"; exit 3`),
-	}, runner.Secret{Name: "TOKEN", Value: "s3cr3t-value", Masked: true})
+	}, spec.Secret{Name: "TOKEN", Value: "s3cr3t-value", Masked: true})
 	hostRelease, _ := os.ReadFile("/etc/os-release")
 	for _, want := range []string{`stdout: NAME="Oxide test busybox"`, "stdout: /workspace", "stdout: ws=/workspace",
 		"stdout: from the host", "stdout: token=***", "stderr: oops", "stdout: got 42"} {
@@ -148,7 +148,7 @@ func TestUserShellAndDefaults(t *testing.T) {
 	env := e.Env("job-user", &pipeline.Container{Image: image, User: "65534", Workdir: "/src"}, ws, "")
 	sh := step("sh", `echo "sh: $0"`)
 	sh.Shell = "sh"
-	res, out := run(t, env, ws, []*pipeline.Step{
+	res, out := run(t, env, ws, []*spec.Step{
 		step("who", `id -u; pwd; echo "$BASH_VERSION" | cut -c1; echo "x=1" >> "$OXIDE_OUTPUT"`), sh,
 	})
 	if res.Status != runner.StatusSuccess {
@@ -203,7 +203,7 @@ func TestLimitsAndMounts(t *testing.T) {
 		t.Errorf("cpu %d, memory %d, network %s: want 5e8, 64Mi, none", hc.NanoCPUs, hc.Memory, hc.NetworkMode)
 	}
 	s := &sink{}
-	job := &runner.Job{Stage: "s", Workspace: ws, Values: map[string]any{}, Steps: []*pipeline.Step{
+	job := &spec.Job{Stage: "s", Workspace: ws, Steps: []*spec.Step{
 		step("mounts", `cat /data/x; touch /data/y 2>/dev/null && echo writable; echo v > /vol/f; mount | grep -c ' /scratch type tmpfs'; ip link 2>/dev/null | grep -c eth0 || true`),
 	}}
 	res := runner.Run(t.Context(), env, job, s)
@@ -231,7 +231,7 @@ func TestTimeoutAndCancel(t *testing.T) {
 	slow.Timeout = 500 * time.Millisecond
 	slow.ContinueOnError = "true"
 	res, out := run(t, e.Env("job-timeout", &pipeline.Container{Image: image}, ws, ""), ws,
-		[]*pipeline.Step{slow, step("after", "echo after")})
+		[]*spec.Step{slow, step("after", "echo after")})
 	if res.Steps[0].Status != runner.StatusTimeout || res.Steps[1].Status != runner.StatusSuccess ||
 		!strings.Contains(out, "got TERM") || !strings.Contains(out, "stdout: after") {
 		t.Errorf("steps %+v, output:\n%s", res.Steps, out)
@@ -245,7 +245,7 @@ func TestTimeoutAndCancel(t *testing.T) {
 	stubborn := errors.New("stop")
 	time.AfterFunc(300*time.Millisecond, func() { cancel(stubborn) })
 	start := time.Now()
-	jr := runner.Run(ctx, env, &runner.Job{Stage: "s", Workspace: ws, Values: map[string]any{}, Steps: []*pipeline.Step{
+	jr := runner.Run(ctx, env, &spec.Job{Stage: "s", Workspace: ws, Steps: []*spec.Step{
 		step("stubborn", `trap '' TERM; sleep 60`),
 	}}, &sink{})
 	if jr.Status != runner.StatusCancelled || time.Since(start) > 20*time.Second {
@@ -293,7 +293,7 @@ func TestPrivileged(t *testing.T) {
 	e, _, image := engine(t, docker.Options{AllowPrivileged: true})
 	ws := t.TempDir()
 	res, out := run(t, e.Env("job-caps", &pipeline.Container{Image: image, Capabilities: []string{"NET_ADMIN"}}, ws, ""), ws,
-		[]*pipeline.Step{step("caps", `grep CapEff /proc/self/status`)})
+		[]*spec.Step{step("caps", `grep CapEff /proc/self/status`)})
 	// CAP_NET_ADMIN is bit 12: the default set (0xa80425fb) lacks it.
 	if res.Status != runner.StatusSuccess || !strings.Contains(out, "00000000a80435fb") {
 		t.Errorf("status %s, output:\n%s\nwant NET_ADMIN added to the default capabilities", res.Status, out)
@@ -392,7 +392,7 @@ func TestEntrypoint(t *testing.T) {
 	e, _, image := engine(t, docker.Options{})
 	ws := t.TempDir()
 	c := &pipeline.Container{Image: image, Entrypoint: []string{"/bin/sh", "-c", `echo "entered with $*" > /tmp/entry; exec "$@"`, "entry"}}
-	res, out := run(t, e.Env("job-entry", c, ws, ""), ws, []*pipeline.Step{step("look", "cat /tmp/entry")})
+	res, out := run(t, e.Env("job-entry", c, ws, ""), ws, []*spec.Step{step("look", "cat /tmp/entry")})
 	if res.Status != runner.StatusSuccess || !strings.Contains(out, "stdout: entered with tail -f /dev/null") {
 		t.Errorf("status %s, output:\n%s", res.Status, out)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/oxide-ci/oxide/internal/environment/docker"
 	"github.com/oxide-ci/oxide/internal/pipeline"
 	"github.com/oxide-ci/oxide/internal/runner"
+	"github.com/oxide-ci/oxide/internal/spec"
 	"github.com/oxide-ci/oxide/internal/testkit"
 )
 
@@ -66,7 +67,7 @@ func TestRegistryCredentials(t *testing.T) {
 		t.Fatalf("wrong password: %v; want a pull error naming %s", err, ref)
 	}
 	res, out := run(t, e.Env("job-right-password", c, ws, "right-password"), ws,
-		[]*pipeline.Step{step("hello", `cat /etc/os-release`)})
+		[]*spec.Step{step("hello", `cat /etc/os-release`)})
 	if res.Status != runner.StatusSuccess || !strings.Contains(out, "Oxide test busybox") {
 		t.Fatalf("pulled with the right password: %s\n%s", res.Status, out)
 	}

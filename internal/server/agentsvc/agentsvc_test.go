@@ -17,8 +17,8 @@ import (
 
 	"github.com/oxide-ci/oxide/internal/agentrpc"
 	"github.com/oxide-ci/oxide/internal/pki"
-	"github.com/oxide-ci/oxide/internal/runner"
 	"github.com/oxide-ci/oxide/internal/server/agentsvc"
+	"github.com/oxide-ci/oxide/internal/spec"
 	"github.com/oxide-ci/oxide/internal/store"
 )
 
@@ -171,7 +171,7 @@ func TestDispatch(t *testing.T) {
 	if l.JobId != j.ID || l.WorkerId != id.id || l.Attempt != 1 {
 		t.Fatalf("lease %v", l)
 	}
-	var work runner.Job
+	var work spec.Job
 	if err := json.Unmarshal(run.Job, &work); err != nil {
 		t.Fatal(err)
 	}

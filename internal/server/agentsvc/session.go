@@ -789,11 +789,6 @@ func runJob(a scheduler.Assignment) (*agentrpc.ServerMessage, error) {
 	if m.Job, err = json.Marshal(a.Work); err != nil {
 		return nil, fmt.Errorf("encode the job: %w", err)
 	}
-	if a.Environment != nil {
-		if m.Environment, err = json.Marshal(a.Environment); err != nil {
-			return nil, fmt.Errorf("encode the environment: %w", err)
-		}
-	}
 	if len(a.LocalSecrets) > 0 {
 		if m.LocalSecrets, err = json.Marshal(a.LocalSecrets); err != nil {
 			return nil, fmt.Errorf("encode the local secrets: %w", err)

@@ -51,8 +51,9 @@ type stepJSON struct {
 	Outputs  map[string]string `json:"outputs,omitempty"`
 }
 
-// triggerInfo is what the API reads of a run's Trigger JSON, which the
-// scheduler writes (scheduler.Trigger); other fields are ignored.
+// triggerInfo is what the API reads of a run's Trigger JSON, the compiled
+// run that the scheduler writes (plan.Run's trigger); other fields are
+// ignored.
 type triggerInfo struct {
 	Event     string            `json:"event"`
 	Branch    string            `json:"branch"`
@@ -71,10 +72,13 @@ func utc(t *time.Time) *time.Time {
 
 // toRun converts a run, without its stages.
 func toRun(r store.Run, pipelineName string) runJSON {
-	var t triggerInfo
-	if len(r.Trigger) > 0 {
-		_ = json.Unmarshal(r.Trigger, &t) // opaque to the store; show what is there
+	var c struct {
+		Trigger triggerInfo `json:"trigger"`
 	}
+	if len(r.Trigger) > 0 {
+		_ = json.Unmarshal(r.Trigger, &c) // opaque to the store; show what is there
+	}
+	t := c.Trigger
 	if t.SHA == "" {
 		t.SHA = r.GitSHA
 	}

@@ -107,7 +107,7 @@ func seedRun(t *testing.T, b *bundle) (runID string, jobIDs []string) {
 	t.Helper()
 	ctx := context.Background()
 	pid := b.createPipeline(t, fmt.Sprintf("seeded-%d", time.Now().UnixNano()))
-	run, err := b.store.Runs().Create(ctx, store.Run{PipelineID: pid, Trigger: []byte(`{"event":"push","branch":"dev","definition":"..."}`), GitSHA: "f00"})
+	run, err := b.store.Runs().Create(ctx, store.Run{PipelineID: pid, Trigger: []byte(`{"version":1,"trigger":{"event":"push","branch":"dev"}}`), GitSHA: "f00"})
 	if err != nil {
 		t.Fatal(err)
 	}

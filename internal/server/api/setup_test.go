@@ -19,10 +19,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/oxide-ci/oxide/internal/jobspec"
+	"github.com/oxide-ci/oxide/internal/plan"
 	"github.com/oxide-ci/oxide/internal/provider"
 	"github.com/oxide-ci/oxide/internal/scheduler"
 	"github.com/oxide-ci/oxide/internal/secrets"
 	"github.com/oxide-ci/oxide/internal/server/api"
+	"github.com/oxide-ci/oxide/internal/spec"
 	"github.com/oxide-ci/oxide/internal/store"
 	"github.com/oxide-ci/oxide/internal/store/sqlite"
 )
@@ -298,7 +300,7 @@ func (f *fakeControl) TriggerRun(ctx context.Context, pipelineID string, req sch
 	if ref == "" && req.Branch != "" {
 		ref = "refs/heads/" + req.Branch
 	}
-	trig, err := json.Marshal(scheduler.Trigger{Event: req.Event, Branch: req.Branch, SHA: req.SHA, Ref: ref, Variables: req.Variables, Actor: req.Actor, Definition: "…"})
+	trig, err := json.Marshal(plan.Run{Version: spec.Version, Trigger: plan.Trigger{Event: req.Event, Branch: req.Branch, SHA: req.SHA, Ref: ref, Variables: req.Variables, Actor: req.Actor}})
 	if err != nil {
 		return store.Run{}, err
 	}

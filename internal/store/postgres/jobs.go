@@ -63,11 +63,7 @@ func (t jobs) Enqueue(ctx context.Context, in ...store.Job) ([]store.Job, error)
 		rows := make([][]any, len(out))
 		for i := range out {
 			j := &out[i]
-			j.CreatedAt, j.QueuedAt = now, nil
-			if j.State == store.JobQueued {
-				at := now
-				j.QueuedAt = &at
-			}
+			j.CreatedAt, j.QueuedAt = now, store.QueueTime(j, now)
 			rows[i] = []any{j.ID, orNull(j.RunID), orNull(j.StageID), j.Name, jsonArg(j.Spec), nonNil(j.Labels),
 				j.Priority, string(j.State), j.MaxAttempts, j.CreatedAt, j.QueuedAt}
 		}
@@ -165,7 +161,7 @@ func (t jobs) Claim(ctx context.Context, workerID string, labels []string, limit
 	// jobs_queue index.
 	return t.changed(ctx, `WITH picked AS MATERIALIZED (
 			SELECT id FROM jobs
-			WHERE state = 'queued' AND coalesce(labels <@ $2::text[], false)
+			WHERE state = 'queued' AND queued_at <= now() AND coalesce(labels <@ $2::text[], false)
 			ORDER BY priority DESC, queued_at, seq
 			LIMIT $3
 			FOR UPDATE SKIP LOCKED),

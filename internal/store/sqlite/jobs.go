@@ -59,11 +59,7 @@ func (t jobs) Enqueue(ctx context.Context, in ...store.Job) ([]store.Job, error)
 	}
 	err := t.write(ctx, func(q querier, now time.Time) error {
 		for i := range out {
-			out[i].CreatedAt, out[i].QueuedAt = now, nil
-			if out[i].State == store.JobQueued {
-				at := now
-				out[i].QueuedAt = &at
-			}
+			out[i].CreatedAt, out[i].QueuedAt = now, store.QueueTime(&out[i], now)
 		}
 		err := each(ctx, q, `INSERT INTO jobs (id, run_id, stage_id, name, spec, labels, priority, state, max_attempts,
 				created_at, queued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, out,
@@ -169,9 +165,9 @@ func (t jobs) Claim(ctx context.Context, workerID string, labels []string, limit
 	var js []store.Job
 	err := t.write(ctx, func(q querier, now time.Time) error {
 		rows, err := q.QueryContext(ctx, `SELECT id FROM jobs
-			WHERE state = 'queued' AND (labels = '[]' OR NOT EXISTS (
+			WHERE state = 'queued' AND queued_at <= ? AND (labels = '[]' OR NOT EXISTS (
 				SELECT 1 FROM json_each(jobs.labels) AS l WHERE l.value NOT IN (SELECT value FROM json_each(?))))
-			ORDER BY priority DESC, queued_at, rowid LIMIT ?`, labelsArg(labels), limit)
+			ORDER BY priority DESC, queued_at, rowid LIMIT ?`, ts(now), labelsArg(labels), limit)
 		ids, err := all(rows, err, func(r scanner) (id string, err error) { return id, r.Scan(&id) })
 		if err != nil || len(ids) == 0 {
 			return err
