@@ -15,9 +15,10 @@ import (
 )
 
 // connectDocker connects to the Docker engine when a stage of g asks for a
-// container, and removes what local runs that were killed left behind. It
-// returns nil, nil when no stage asks for one.
-func connectDocker(p *pipeline.Pipeline, g *plan.Graph, grace time.Duration) (*docker.Engine, error) {
+// container, and removes what local runs that were killed left behind. Its
+// jobs' scratch directories are made in tmp. It returns nil, nil when no
+// stage asks for one.
+func connectDocker(p *pipeline.Pipeline, g *plan.Graph, grace time.Duration, tmp string) (*docker.Engine, error) {
 	need := false
 	for _, n := range g.Nodes {
 		if e := local.EnvironmentOf(p, n.Stage); e != nil && e.Type == pipeline.EnvContainer {
@@ -31,7 +32,7 @@ func connectDocker(p *pipeline.Pipeline, g *plan.Graph, grace time.Duration) (*d
 	defer cancel()
 	host, _ := os.Hostname()
 	prefix := "local:" + host + ":"
-	eng, err := docker.Connect(ctx, docker.Options{Owner: prefix + strconv.Itoa(os.Getpid()), Grace: grace})
+	eng, err := docker.Connect(ctx, docker.Options{Owner: prefix + strconv.Itoa(os.Getpid()), Grace: grace, TempDir: tmp})
 	if err != nil {
 		return nil, err
 	}
