@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,7 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moby/moby/client"
+
+	"github.com/oxide-ci/oxide/internal/environment/docker"
 	"github.com/oxide-ci/oxide/internal/testkit"
+	"github.com/oxide-ci/oxide/internal/testkit/dockertest"
 )
 
 // localRun is an `oxide run` process (this test binary as oxide, as in
@@ -42,13 +47,18 @@ func startRun(t *testing.T, pipeline string, prepare func(*exec.Cmd), args ...st
 	return r
 }
 
-// pid waits for the step to write file, then reads the pid in it.
-func (r *localRun) pid(t *testing.T, file string) int {
+// started waits for the step to create the file started.
+func (r *localRun) started(t *testing.T) {
 	t.Helper()
-	testkit.WaitFor(t, 10*time.Second, file, func() bool {
+	testkit.WaitFor(t, 30*time.Second, "the step to start", func() bool {
 		_, err := os.Stat(filepath.Join(r.ws, "started"))
 		return err == nil
 	})
+}
+
+// pid reads the pid that the step wrote to file.
+func (r *localRun) pid(t *testing.T, file string) int {
+	t.Helper()
 	b, err := os.ReadFile(filepath.Join(r.ws, file))
 	if err != nil {
 		t.Fatal(err)
@@ -58,6 +68,31 @@ func (r *localRun) pid(t *testing.T, file string) int {
 		t.Fatal(err)
 	}
 	return pid
+}
+
+// interruptTwice sends SIGINT, waits for oxide to say on stderr that it is
+// cancelling the run, sends SIGINT again and checks that oxide exits 130.
+func (r *localRun) interruptTwice(t *testing.T, stderr io.Reader) {
+	t.Helper()
+	cancelling := make(chan struct{})
+	go func() {
+		lines := bufio.NewScanner(stderr)
+		for lines.Scan() {
+			if strings.Contains(lines.Text(), "cancelling the run") {
+				close(cancelling)
+			}
+		}
+	}()
+	r.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-cancelling:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no cancellation after the first interrupt")
+	}
+	r.cmd.Process.Signal(os.Interrupt)
+	if code := r.wait(t); code != exitInterrupted {
+		t.Errorf("exit status %d, want %d", code, exitInterrupted)
+	}
 }
 
 // wait waits for oxide to exit and returns its exit status.
@@ -124,27 +159,9 @@ stages:
           wait
 `, func(c *exec.Cmd) { c.Stderr = w }, "--grace", "1h")
 	w.Close()
-	cancelling := make(chan struct{})
-	go func() {
-		lines := bufio.NewScanner(stderr)
-		for lines.Scan() {
-			if strings.Contains(lines.Text(), "cancelling the run") {
-				close(cancelling)
-			}
-		}
-	}()
+	r.started(t)
 	shell, child := r.pid(t, "shell.pid"), r.pid(t, "child.pid")
-
-	r.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-cancelling:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no cancellation after the first interrupt")
-	}
-	r.cmd.Process.Signal(os.Interrupt)
-	if code := r.wait(t); code != exitInterrupted {
-		t.Errorf("exit status %d, want %d", code, exitInterrupted)
-	}
+	r.interruptTwice(t, stderr)
 	r.clean(t, shell, child)
 }
 
@@ -177,9 +194,58 @@ stages:
 	for lines.Scan() && !strings.HasSuffix(lines.Text(), "] 1") {
 	}
 	stdout.Close()
+	r.started(t)
 	child := r.pid(t, "child.pid")
 	if code := r.wait(t); code != exitStdoutClosed {
 		t.Errorf("exit status %d, want %d", code, exitStdoutClosed)
 	}
 	r.clean(t, child)
+}
+
+// TestSecondInterruptRemovesContainers: a container step that ignores
+// SIGTERM; the second Ctrl-C removes its container before oxide exits.
+func TestSecondInterruptRemovesContainers(t *testing.T) {
+	t.Parallel()
+	cli := dockertest.Client(t)
+	image := dockertest.BusyboxImage(t, cli)
+	stderr, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stderr.Close()
+	r := startRun(t, `version: "1"
+name: stubborn-container
+environment:
+  type: container
+  container:
+    image: `+image+`
+stages:
+  - name: long
+    steps:
+      - name: wait
+        run: |
+          trap '' TERM
+          sleep 300 &
+          touch started
+          wait
+`, func(c *exec.Cmd) { c.Stderr = w }, "--grace", "1h")
+	w.Close()
+	r.started(t)
+	host, _ := os.Hostname()
+	owner := client.Filters{}.Add("label", docker.LabelOwner+"=local:"+host+":"+strconv.Itoa(r.cmd.Process.Pid))
+	list := func() int {
+		cs, err := cli.ContainerList(t.Context(), client.ContainerListOptions{All: true, Filters: owner})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(cs.Items)
+	}
+	if n := list(); n != 1 {
+		t.Fatalf("%d containers of the run, want 1", n)
+	}
+	r.interruptTwice(t, stderr)
+	if n := list(); n != 0 {
+		t.Errorf("%d containers of the run left", n)
+	}
+	r.clean(t)
 }

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -183,6 +184,9 @@ func runLocal(file string, f *runFlags) error {
 		rep = t
 	}
 
+	// exiting is held by what ends the process: the run's return, or a
+	// second Ctrl-C, which the killed steps' return must not overtake.
+	var exiting sync.Mutex
 	interrupts := make(chan os.Signal, 2)
 	signal.Notify(interrupts, os.Interrupt, syscall.SIGTERM)
 	go func() {
@@ -193,6 +197,7 @@ func runLocal(file string, f *runFlags) error {
 		case <-ctx.Done(): // stdout closed, or the run is over
 		}
 		<-interrupts
+		exiting.Lock()
 		fmt.Fprintln(os.Stderr, "oxide: interrupted again, killing every step")
 		abort(eng, tmp)
 		os.Exit(exitInterrupted)
@@ -215,6 +220,7 @@ func runLocal(file string, f *runFlags) error {
 			return host.New(host.Options{Grace: f.grace, TempDir: tmp})
 		},
 	}, rep)
+	exiting.Lock()
 	switch cause := context.Cause(ctx); {
 	case errors.Is(cause, errStdoutClosed):
 		return &exitError{code: exitStdoutClosed}
