@@ -57,6 +57,8 @@ type Env struct {
 	scripts []string // script files free for reuse
 }
 
+var _ runner.Environment = (*Env)(nil)
+
 // group is the process group of one step, named by its shell's pid.
 type group struct {
 	pgid   int
@@ -106,8 +108,6 @@ func forget(g *group) {
 	delete(live.groups, g)
 	live.Unlock()
 }
-
-var _ runner.Environment = (*Env)(nil)
 
 // New returns an Env; call Prepare before Exec.
 func New(opts Options) *Env {
