@@ -14,9 +14,10 @@ import (
 )
 
 // connectDocker connects to the Docker engine when a stage of r asks for a
-// container, and removes what local runs that were killed left behind. It
-// returns nil, nil when no stage asks for one.
-func connectDocker(r *plan.Run, grace time.Duration) (*docker.Engine, error) {
+// container, and removes what local runs that were killed left behind. Its
+// jobs' scratch directories are made in tmp. It returns nil, nil when no
+// stage asks for one.
+func connectDocker(r *plan.Run, grace time.Duration, tmp string) (*docker.Engine, error) {
 	need := false
 	for _, n := range r.Nodes {
 		if e := n.Job.Environment; e != nil && e.Type == pipeline.EnvContainer {
@@ -30,7 +31,7 @@ func connectDocker(r *plan.Run, grace time.Duration) (*docker.Engine, error) {
 	defer cancel()
 	host, _ := os.Hostname()
 	prefix := "local:" + host + ":"
-	eng, err := docker.Connect(ctx, docker.Options{Owner: prefix + strconv.Itoa(os.Getpid()), Grace: grace})
+	eng, err := docker.Connect(ctx, docker.Options{Owner: prefix + strconv.Itoa(os.Getpid()), Grace: grace, TempDir: tmp})
 	if err != nil {
 		return nil, err
 	}

@@ -17,9 +17,10 @@ var version = "dev"
 
 // Exit statuses.
 const (
-	exitFailure     = 1   // the run failed
-	exitUsage       = 2   // invalid pipeline or usage
-	exitInterrupted = 130 // the user interrupted the run
+	exitFailure      = 1   // the run failed
+	exitUsage        = 2   // invalid pipeline or usage
+	exitInterrupted  = 130 // the user interrupted the run
+	exitStdoutClosed = 141 // stdout was closed before the run's end (128+SIGPIPE)
 )
 
 // exitError carries an exit status up to main. A nil err means the

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -57,7 +59,7 @@ func newRunCmd() *cobra.Command {
 		Long: `Run a pipeline on this machine, with no server: independent stages run
 concurrently, steps in a fresh shell in the workspace, secrets masked in all
 output. Exit status: 0 success, 1 failure, 2 invalid pipeline or usage,
-130 interrupted.
+130 interrupted, 141 stdout closed before the end (the run is cancelled).
 
 With --server, or when a server is configured (` + envServer + ` or ` + "`oxide login`" + `)
 and --local is not given, the pipeline runs on the server instead: FILE is
@@ -141,10 +143,17 @@ func runLocal(file string, f *runFlags) error {
 	if err != nil {
 		return &exitError{code: exitUsage, err: fmt.Errorf("%s: %w", file, err)}
 	}
+	// Every job's temporary directory is made in this one, which every
+	// way out of the run removes.
+	tmp, err := os.MkdirTemp("", "oxide-local-")
+	if err != nil {
+		return &exitError{code: exitFailure, err: err}
+	}
+	defer os.RemoveAll(tmp)
 	var eng *docker.Engine
 	var dockerErr error
 	if f.environment != "host" {
-		if eng, dockerErr = connectDocker(r, f.grace); eng != nil {
+		if eng, dockerErr = connectDocker(r, f.grace, tmp); eng != nil {
 			defer eng.Close()
 		}
 	}
@@ -160,24 +169,37 @@ func runLocal(file string, f *runFlags) error {
 		}
 		notes = append(notes, fmt.Sprintf("--environment host: running %d stage instance(s) on this machine instead of the environment they ask for", len(missing)))
 	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	// A closed stdout cancels the run as Ctrl-C does. Catching SIGPIPE
+	// makes a write to it fail with EPIPE instead of killing oxide.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	out := &epipeWriter{w: os.Stdout, closed: func() { cancel(errStdoutClosed) }}
 	var rep local.Reporter
 	if f.output == "json" {
-		rep = report.NewJSON(os.Stdout)
+		rep = report.NewJSON(out)
 	} else {
-		t := report.NewText(os.Stdout, useColor())
+		t := report.NewText(out, useColor())
 		t.Notes = notes
 		rep = t
 	}
 
-	ctx, cancel := context.WithCancelCause(context.Background())
-	defer cancel(nil)
+	// exiting is held by what ends the process: the run's return, or a
+	// second Ctrl-C, which the killed steps' return must not overtake.
+	var exiting sync.Mutex
 	interrupts := make(chan os.Signal, 2)
 	signal.Notify(interrupts, os.Interrupt, syscall.SIGTERM)
 	go func() {
+		select {
+		case <-interrupts:
+			fmt.Fprintln(os.Stderr, "oxide: interrupted, cancelling the run (again to stop at once)")
+			cancel(local.ErrInterrupted)
+		case <-ctx.Done(): // stdout closed, or the run is over
+		}
 		<-interrupts
-		fmt.Fprintln(os.Stderr, "oxide: interrupted, cancelling the run (again to stop at once)")
-		cancel(local.ErrInterrupted)
-		<-interrupts
+		exiting.Lock()
+		fmt.Fprintln(os.Stderr, "oxide: interrupted again, killing every step")
+		abort(eng, tmp)
 		os.Exit(exitInterrupted)
 	}()
 
@@ -192,16 +214,50 @@ func runLocal(file string, f *runFlags) error {
 			if e := n.Job.Environment; eng != nil && e != nil && e.Type == pipeline.EnvContainer {
 				return eng.Env(fmt.Sprintf("%s-%d", runID, n.Index), e.Container, ws, registryPassword(e.Container, secrets))
 			}
-			return host.New(host.Options{Grace: f.grace})
+			return host.New(host.Options{Grace: f.grace, TempDir: tmp})
 		},
 	}, rep)
-	switch {
+	exiting.Lock()
+	switch cause := context.Cause(ctx); {
+	case errors.Is(cause, errStdoutClosed):
+		return &exitError{code: exitStdoutClosed}
 	case res.Status == runner.StatusSuccess:
 		return nil
-	case errors.Is(context.Cause(ctx), local.ErrInterrupted):
+	case errors.Is(cause, local.ErrInterrupted):
 		return &exitError{code: exitInterrupted}
 	}
 	return &exitError{code: exitFailure}
+}
+
+// errStdoutClosed cancels a run whose output nobody reads any more.
+var errStdoutClosed = errors.New("stdout closed")
+
+// epipeWriter writes to w and calls closed when a write fails with EPIPE:
+// the reader has gone, as with `oxide run | head -1`.
+type epipeWriter struct {
+	w      io.Writer
+	closed func()
+}
+
+func (e *epipeWriter) Write(p []byte) (int, error) {
+	n, err := e.w.Write(p)
+	if errors.Is(err, syscall.EPIPE) {
+		e.closed()
+	}
+	return n, err
+}
+
+// abort stops a run at once, for a second Ctrl-C: it kills every step's
+// process group, removes the run's containers and its temporary
+// directory.
+func abort(eng *docker.Engine, tmp string) {
+	host.KillAll()
+	if eng != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		eng.Sweep(ctx)
+	}
+	os.RemoveAll(tmp)
 }
 
 func usageError(format string, args ...any) error {

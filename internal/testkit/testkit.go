@@ -3,6 +3,9 @@
 package testkit
 
 import (
+	"bytes"
+	"os"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -28,4 +31,15 @@ func Until(t testing.TB, within time.Duration, cond func() (ok bool, why string)
 func WaitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	Until(t, within, func() (bool, string) { return cond(), "waiting for " + what })
+}
+
+// Exited reports whether process pid has exited; a zombie that nobody
+// reaps (PID 1 of a container may not) counts.
+func Exited(pid int) bool {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return true
+	}
+	i := bytes.LastIndexByte(stat, ')')
+	return i > 0 && i+2 < len(stat) && stat[i+2] == 'Z'
 }

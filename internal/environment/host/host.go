@@ -1,6 +1,7 @@
 // Package host is the Environment that runs steps directly on this machine,
 // each step's shell in a process group of its own, so that cancellation
-// reaches every process the step started.
+// (and KillAll, when the process must exit at once) reaches every process
+// the step started.
 package host
 
 import (
@@ -52,11 +53,61 @@ type Env struct {
 	seq     atomic.Uint64
 
 	mu      sync.Mutex
-	groups  []int    // process groups still alive when their step's shell exited
+	groups  []*group // process groups still alive when their step's shell exited
 	scripts []string // script files free for reuse
 }
 
 var _ runner.Environment = (*Env)(nil)
+
+// group is the process group of one step, named by its shell's pid.
+type group struct {
+	pgid   int
+	reaped *atomic.Bool // the shell has been waited for
+}
+
+// live holds the process groups of every Env of this process that may
+// still have processes: those of running steps and the leftovers that
+// Cleanup has not killed yet.
+var live = struct {
+	sync.Mutex
+	groups map[*group]struct{}
+	killed bool // KillAll has run
+}{groups: map[*group]struct{}{}}
+
+// KillAll sends SIGKILL to the process group of every step that an Env of
+// this process is running or left running, and to any step that starts
+// afterwards: for a process that must exit at once, without Cleanup (a
+// second Ctrl-C). It returns when the signals have been sent.
+func KillAll() {
+	live.Lock()
+	defer live.Unlock()
+	live.killed = true
+	for g := range live.groups {
+		killStep(g.pgid, g.reaped.Load())
+	}
+}
+
+// start starts c and registers its process group, under live's lock so
+// that KillAll misses no step: one that starts after it is killed at once.
+func start(c *exec.Cmd, reaped *atomic.Bool) (*group, error) {
+	live.Lock()
+	defer live.Unlock()
+	if err := c.Start(); err != nil {
+		return nil, err
+	}
+	g := &group{pgid: c.Process.Pid, reaped: reaped}
+	live.groups[g] = struct{}{}
+	if live.killed {
+		killStep(g.pgid, false)
+	}
+	return g, nil
+}
+
+func forget(g *group) {
+	live.Lock()
+	delete(live.groups, g)
+	live.Unlock()
+}
 
 // New returns an Env; call Prepare before Exec.
 func New(opts Options) *Env {
@@ -97,8 +148,9 @@ func (e *Env) Cleanup(ctx context.Context) error {
 	groups, scripts := e.groups, e.scripts
 	e.groups, e.scripts = nil, nil
 	e.mu.Unlock()
-	for _, pgid := range groups {
-		killGroup(pgid)
+	for _, g := range groups {
+		killGroup(g.pgid)
+		forget(g)
 	}
 	if e.devNull != nil {
 		e.devNull.Close()
@@ -200,25 +252,18 @@ func (e *Env) Exec(ctx context.Context, cmd runner.Command) (int, error) {
 		cancelled.Store(true)
 		// os/exec kills only the shell when WaitDelay expires; the whole
 		// group gets its SIGKILL here, also when the shell exited on
-		// SIGTERM but a child ignores it. While the shell is unreaped its
-		// pid still names our group.
-		time.AfterFunc(e.grace, func() {
-			if reaped.Load() {
-				killGroup(pid)
-			} else {
-				syscall.Kill(-pid, syscall.SIGKILL)
-			}
-		})
+		// SIGTERM but a child ignores it.
+		time.AfterFunc(e.grace, func() { killStep(pid, reaped.Load()) })
 		return nil
 	}
 
-	if err := c.Start(); err != nil {
+	g, err := start(c, &reaped)
+	if err != nil {
 		if ctx.Err() != nil {
 			return -1, context.Cause(ctx)
 		}
 		return -1, fmt.Errorf("host: start %s: %w", sh.prog, err)
 	}
-	pid := c.Process.Pid
 	werr := c.Wait()
 	reaped.Store(true)
 
@@ -231,10 +276,12 @@ func (e *Env) Exec(ctx context.Context, cmd runner.Command) (int, error) {
 	}
 	// Background processes of the step keep running until Cleanup (or
 	// until the pending SIGKILL of a cancelled group).
-	if syscall.Kill(-pid, 0) == nil {
+	if syscall.Kill(-g.pgid, 0) == nil {
 		e.mu.Lock()
-		e.groups = append(e.groups, pid)
+		e.groups = append(e.groups, g)
 		e.mu.Unlock()
+	} else {
+		forget(g)
 	}
 	if cancelled.Load() && ctx.Err() != nil {
 		return code, context.Cause(ctx)
@@ -288,6 +335,16 @@ func (e *Env) releaseScript(path string) {
 	e.mu.Lock()
 	e.scripts = append(e.scripts, path)
 	e.mu.Unlock()
+}
+
+// killStep sends SIGKILL to the process group of a step's shell pid.
+// While the shell is unreaped its pid still names the group.
+func killStep(pid int, reaped bool) {
+	if reaped {
+		killGroup(pid)
+	} else {
+		syscall.Kill(-pid, syscall.SIGKILL)
+	}
 }
 
 // killGroup sends SIGKILL to process group pgid, whose leader this package

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"github.com/oxide-ci/oxide/internal/testkit"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/oxide-ci/oxide/internal/environment/host"
 	"github.com/oxide-ci/oxide/internal/runner"
+	"github.com/oxide-ci/oxide/internal/testkit"
 )
 
 // syncBuffer is an io.Writer that is not an *os.File, so os/exec copies
@@ -49,17 +49,6 @@ func setup(t *testing.T, grace time.Duration) (*host.Env, string) {
 		}
 	})
 	return env, t.TempDir()
-}
-
-// gone reports whether pid has exited (a zombie that PID 1 does not reap
-// counts).
-func gone(pid int) bool {
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return true
-	}
-	i := bytes.LastIndexByte(stat, ')')
-	return i > 0 && i+2 < len(stat) && stat[i+2] == 'Z'
 }
 
 func readPid(t *testing.T, path string) int {
@@ -163,7 +152,7 @@ func TestCancelKillsTheGroup(t *testing.T) {
 	if code != 128+int(syscall.SIGTERM) {
 		t.Errorf("code = %d, want 143", code)
 	}
-	testkit.WaitFor(t, 5*time.Second, "grandchild to die", func() bool { return gone(pid) })
+	testkit.WaitFor(t, 5*time.Second, "grandchild to die", func() bool { return testkit.Exited(pid) })
 }
 
 func TestGraceThenSIGKILL(t *testing.T) {
@@ -190,7 +179,7 @@ func TestGraceThenSIGKILL(t *testing.T) {
 		t.Errorf("Exec = %d, %v; want 137 and context.DeadlineExceeded", code, err)
 	}
 	pid := readPid(t, pidFile)
-	testkit.WaitFor(t, 5*time.Second, "grandchild ignoring SIGTERM to die", func() bool { return gone(pid) })
+	testkit.WaitFor(t, 5*time.Second, "grandchild ignoring SIGTERM to die", func() bool { return testkit.Exited(pid) })
 }
 
 func TestGrandchildHoldingStdout(t *testing.T) {
@@ -235,14 +224,14 @@ func TestCleanupKillsLeftovers(t *testing.T) {
 		t.Fatalf("Exec = %d, %v", code, err)
 	}
 	pid := readPid(t, pidFile)
-	if gone(pid) {
+	if testkit.Exited(pid) {
 		t.Fatal("the background process died with its step")
 	}
 	scratch := env.ScratchDir()
 	if err := env.Cleanup(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	testkit.WaitFor(t, 5*time.Second, "background process to die", func() bool { return gone(pid) })
+	testkit.WaitFor(t, 5*time.Second, "background process to die", func() bool { return testkit.Exited(pid) })
 	if _, err := os.Stat(scratch); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("job directory %s still there: %v", scratch, err)
 	}
