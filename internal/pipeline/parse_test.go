@@ -368,6 +368,57 @@ stages:
 		want: `t.yaml:12:61: unknown matrix key "tagret" in stage "build"; did you mean "target"?
 t.yaml:16:25: matrix.os: stage "publish" has no matrix`,
 	}, {
+		name: "expression contexts",
+		src: `version: "1"
+name: t
+variables:
+  REGISTRY: ghcr.io
+  TAG: ${{ github.sha }}
+concurrency:
+  group: deploy-${{ github.ref_name }}
+stages:
+  - name: build
+    variables: {OS: linux}
+    condition: github.event_name == 'push' && !job.status
+    environment:
+      container: {image: "${{ REGISTRY }}/b:${{ vars.V }}"}
+    steps:
+      - name: s
+        env: {STEP_VAR: x}
+        run: |
+          echo ${{ sha }} ${{ runner.os }} ${{ OS }} ${{ STEP_VAR }} ${{ variables.ANY }} ${{ secrets.T }}
+          echo ${{ env.HOME }} ${{ inputs.version }} ${{ needs.build.outputs.x }}
+        working_directory: ${{ github.workspace }}
+      - name: u
+        uses: p@v1
+        with: {ref: "${{ github.head_ref }}", id: "${{ github.run_id }}", tag: "${{ REGISTY }}"}
+        continue_on_error: ${{ runner.tmp || rn_id }}
+  - name: test
+    steps:
+      - name: t
+        condition: {unless: "contains(fromJSON(STEP_VAR), OS) || hashFiles('x')"}
+        run: echo ${{ steps.s.outputs.v }} ${{ steps.sx.outputs.w }} ${{ stesp.s }} ${{ github.ref }}
+`,
+		want: "t.yaml:5:12: unknown context `github`; Oxide's is `sha`\n" +
+			"t.yaml:7:21: unknown context `github`; Oxide's is `branch`\n" +
+			"t.yaml:11:16: unknown context `github`; Oxide's is `event`\n" +
+			"t.yaml:11:48: unknown context `job`: a job's status is success(), failure() or cancelled()\n" +
+			"t.yaml:13:49: unknown context `vars`; Oxide's is `variables`: ${{ variables.V }}\n" +
+			"t.yaml:19:20: `env` is not an expression context: use $HOME in run, or ${{ variables.HOME }}\n" +
+			"t.yaml:19:36: unknown context `inputs`: a pipeline has no inputs; use ${{ variables.version }}, set with --var or a trigger's variables\n" +
+			"t.yaml:19:58: unknown context `needs`: read an earlier stage's outputs as ${{ steps.<id>.outputs.<key> }}\n" +
+			"t.yaml:20:32: unknown context `github`; Oxide's are `branch`, `ref`, `sha`, `event` and `run_id`\n" +
+			"t.yaml:23:26: unknown context `github`; Oxide's is `branch`\n" +
+			"t.yaml:23:56: unknown context `github`; Oxide's is `run_id`\n" +
+			"t.yaml:23:85: unknown context or variable `REGISTY`; did you mean \"REGISTRY\"?\n" +
+			"t.yaml:24:32: unknown property runner.tmp; runner has os, arch and name\n" +
+			"t.yaml:24:46: unknown context or variable `rn_id`; did you mean \"run_id\"?\n" +
+			"t.yaml:28:48: unknown context or variable `STEP_VAR`: the contexts are branch, event, matrix, ref, run_id, runner, secrets, sha, steps, variables; a variable must be defined under variables\n" +
+			"t.yaml:28:59: unknown context or variable `OS`: the contexts are branch, event, matrix, ref, run_id, runner, secrets, sha, steps, variables; a variable must be defined under variables\n" +
+			"t.yaml:29:48: steps.sx: unknown step id \"sx\"\n" +
+			"t.yaml:29:74: unknown context or variable `stesp`; did you mean \"steps\"?\n" +
+			"t.yaml:29:89: unknown context `github`; Oxide's is `ref`",
+	}, {
 		name: "YAML syntax",
 		src: `version: "1"
 name: t
