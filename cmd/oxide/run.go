@@ -127,6 +127,7 @@ func runLocal(file string, f *runFlags) error {
 	if err != nil {
 		return invalid(err)
 	}
+	printWarnings(p)
 	g, err := plan.Build(p)
 	if err != nil {
 		return &exitError{code: exitUsage, err: fmt.Errorf("%s: %w", file, err)}

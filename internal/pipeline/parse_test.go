@@ -598,3 +598,117 @@ func TestLoad(t *testing.T) {
 		t.Errorf("Load error = %v, want %s", err, want)
 	}
 }
+
+func TestWarnings(t *testing.T) {
+	const src = `version: "1"
+name: w
+triggers:
+  - push: {branches: [main]}
+cache: {paths: [target], key: k}
+artifacts: {paths: [dist]}
+stages:
+  - name: build
+    environment: {nix: {packages: [go]}}
+    cache: {paths: [node_modules], key: k}
+    artifacts: {paths: [out]}
+    retry: {max_attempts: 2}
+    agent: {labels: [linux], name: builder-1}
+    approval: {required: true, approvers: [ops], timeout_hours: 2}
+    secrets:
+      - name: TOKEN
+        source: {provider: vault, path: ci/token, version: "3"}
+      - name: OTHER
+        source: {provider: oxide}
+    steps:
+      - name: checkout
+        uses: oxide/checkout@v1
+      - name: ps
+        shell: pwsh
+        run: Write-Host hi
+        environment: {type: host}
+        outputs: [x]
+  - name: deploy
+    environment:
+      container:
+        image: app
+        shell: powershell
+        registry: {url: x.dkr.ecr.aws, aws_ecr: true, gcp_gcr: false}
+        resources: {cpu: "2", disk: 10Gi, gpu: {count: 1, vendor: nvidia, driver_version: "535"}}
+    steps:
+      - name: d
+        run: ./deploy
+  - name: vm
+    environment: {type: firecracker, firecracker: {kernel: k, rootfs: r}}
+    steps:
+      - name: v
+        plugin: oxide/approval-gate@v1
+`
+	p, err := Parse("w.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, w := range p.Warnings {
+		got = append(got, w.String())
+	}
+	want := []string{
+		"w.yaml:3:1: warning: triggers are not matched yet: a run starts only when asked for (oxide run, or the server's API)",
+		"w.yaml:5:1: warning: cache is not supported yet: nothing is restored or saved",
+		"w.yaml:6:1: warning: artifacts are not supported yet: nothing is uploaded or kept",
+		"w.yaml:9:19: warning: nix environments are not available yet: no agent provides one; oxide run --environment host runs the steps on this machine",
+		"w.yaml:10:5: warning: cache is not supported yet: nothing is restored or saved",
+		"w.yaml:11:5: warning: artifacts are not supported yet: nothing is uploaded or kept",
+		"w.yaml:12:5: warning: a stage's retry works only with oxide run for now: on a server the stage runs once (a step's retry works on both)",
+		"w.yaml:13:30: warning: agent.name is not supported yet: select agents with agent.labels",
+		"w.yaml:17:28: warning: secret provider vault is not available yet: on a server the stage fails; oxide run takes TOKEN from --secret TOKEN=… or --secrets-file",
+		"w.yaml:17:51: warning: secret versions are not supported yet: the current value is used",
+		"w.yaml:22:9: warning: plugin steps are not available yet: the step fails when it runs (oxide/checkout@v1)",
+		"w.yaml:24:16: warning: shell pwsh is not supported yet: steps run with bash, sh or python",
+		"w.yaml:26:9: warning: a step's environment is not supported yet: the step runs in its stage's environment",
+		"w.yaml:32:16: warning: shell powershell is not supported yet: steps run with bash, sh or python",
+		"w.yaml:33:40: warning: registry.aws_ecr logins are not supported yet: give username and password_secret",
+		"w.yaml:34:31: warning: resources.disk is not supported yet: the disk is not limited",
+		"w.yaml:34:59: warning: gpu.vendor is not supported yet: any GPU the engine offers is used",
+		"w.yaml:34:75: warning: gpu.driver_version is not supported yet: it is not checked",
+		"w.yaml:39:19: warning: firecracker environments are not available yet: no agent provides one; oxide run --environment host runs the steps on this machine",
+		"w.yaml:42:9: warning: plugin steps are not available yet: the step fails when it runs (oxide/approval-gate@v1)",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestNoWarnings checks that what works is not warned about.
+func TestNoWarnings(t *testing.T) {
+	const src = `version: "1"
+name: quiet
+description: nothing here is unsupported
+concurrency: {group: "deploy-${{ branch }}"}
+stages:
+  - name: build
+    display_name: Build it
+    agent: {labels: [linux]}
+    secrets:
+      - name: TOKEN
+        source: {provider: environment}
+    environment:
+      container:
+        image: app
+        shell: sh
+        registry: {url: r, username: u, password_secret: P, aws_ecr: false}
+        resources: {cpu: "2", memory: 1Gi, gpu: {count: 1}}
+    steps:
+      - name: s
+        shell: python
+        run: print(1)
+        retry: {max_attempts: 2}
+        outputs: [x]
+`
+	p, err := Parse("q.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Warnings) > 0 {
+		t.Errorf("warnings: %v", p.Warnings)
+	}
+}
