@@ -678,6 +678,28 @@ stages:
 	}
 }
 
+// TestWarningsThroughAliases checks that content used twice through an
+// alias is warned about once.
+func TestWarningsThroughAliases(t *testing.T) {
+	const src = `version: "1"
+name: a
+x-steps: &steps
+  - name: checkout
+    uses: oxide/checkout@v1
+stages:
+  - name: a
+    steps: *steps
+  - name: b
+    steps: *steps
+`
+	p, err := Parse("a.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Warning{{File: "a.yaml", Pos: Pos{5, 5}, Msg: "plugin steps are not available yet: the step fails when it runs (oxide/checkout@v1)"}}
+	check(t, "warnings", p.Warnings, want)
+}
+
 // TestNoWarnings checks that what works is not warned about.
 func TestNoWarnings(t *testing.T) {
 	const src = `version: "1"
