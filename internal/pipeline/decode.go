@@ -104,7 +104,10 @@ func (d *decoder) pipeline(n ast.Node) *Pipeline {
 	p.Timeout = time.Duration(o.integer("timeout_minutes", 60, 1, int(maxTimeout/time.Minute))) * time.Minute
 	if v, ok := o.get("concurrency"); ok {
 		if c := d.object(v, "concurrency", "concurrency", []string{"group", "cancel_in_progress"}); c != nil {
-			p.Concurrency = &Concurrency{Group: c.text("group"), CancelInProgress: c.boolean("cancel_in_progress", false)}
+			p.Concurrency = &Concurrency{Group: c.str("group"), CancelInProgress: c.boolean("cancel_in_progress", false)}
+			if g, ok := c.get("group"); ok && strings.Contains(p.Concurrency.Group, "${{") {
+				d.pending = append(d.pending, text{node: g, s: p.Concurrency.Group, only: []string{"branch", "ref", "sha", "event"}})
+			}
 		}
 	}
 	return p

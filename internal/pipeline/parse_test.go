@@ -419,6 +419,18 @@ stages:
 			"t.yaml:29:74: unknown context or variable `stesp`; did you mean \"steps\"?\n" +
 			"t.yaml:29:89: unknown context `github`; Oxide's is `ref`",
 	}, {
+		name: "concurrency group",
+		src: `version: "1"
+name: t
+variables: {ENV: prod}
+concurrency: {group: "${{ ENV }}-${{ branch }}-${{ matrix.os }}-${{ event }}"}
+stages:
+  - name: a
+    steps: [{name: s, run: x}]
+`,
+		want: "t.yaml:4:27: `ENV` is not known when a run is triggered: this value sees only branch, ref, sha, event\n" +
+			"t.yaml:4:52: `matrix` is not known when a run is triggered: this value sees only branch, ref, sha, event",
+	}, {
 		name: "YAML syntax",
 		src: `version: "1"
 name: t

@@ -22,6 +22,9 @@ type text struct {
 	s     string
 	stage *Stage // nil at pipeline level
 	cond  bool   // a condition: a bare expression or one wholly in ${{ }}
+	// only, when not nil, are the contexts that the text sees: it is
+	// evaluated before any stage runs.
+	only []string
 }
 
 func (d *decoder) addText(n ast.Node, s string, cond bool) {
@@ -275,7 +278,11 @@ func (d *decoder) checkRef(t text, ref []string, p Pos, r *refs) {
 	default:
 		if !slices.Contains(r.vars[t.stage], root) {
 			d.errorf(p, "%s", unknownContext(root, name, r.vars[t.stage]))
+			return
 		}
+	}
+	if t.only != nil && !slices.Contains(t.only, root) {
+		d.errorf(p, "`%s` is not known when a run is triggered: this value sees only %s", root, strings.Join(t.only, ", "))
 	}
 }
 
