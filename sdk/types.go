@@ -13,6 +13,9 @@ type Pipeline struct {
 	Definition string    `json:"definition"` // the YAML as written
 	CreatedAt  time.Time `json:"created_at"`
 	UpdatedAt  time.Time `json:"updated_at"`
+	// Warnings, on create and update, name what the definition asks for
+	// that Oxide does not do yet, as FILE:LINE:COL: warning: message.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // CreatePipelineRequest is the body of POST /pipelines.
@@ -94,6 +97,9 @@ type Run struct {
 	StartedAt    *time.Time        `json:"started_at,omitempty"`
 	FinishedAt   *time.Time        `json:"finished_at,omitempty"`
 	Stages       []Stage           `json:"stages,omitempty"`
+	// Warnings, when the run is triggered, are its pipeline's (see
+	// Pipeline.Warnings).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // Stage is a stage instance of a run: a matrix stage has one per

@@ -306,6 +306,9 @@ func TestRunOnServer(t *testing.T) {
 	// --server URL with a space: the pipeline is created, then triggered.
 	r := oxide(t, "", "run", "--server", f.URL, "--branch", "dev", "--sha", "abc123", "--var", "K=V", "pipeline.yaml").must(t, 0)
 	has(t, "stdout", r.stdout, `^hello #1: run r\d+ queued\n$`)
+	if strings.Contains(r.stderr, "the fake warns") {
+		t.Errorf("stderr %q: a file's warnings are printed from the file, not again from the server", r.stderr)
+	}
 	want := []string{"GET /api/v1/pipelines/hello", "POST /api/v1/pipelines", "POST /api/v1/pipelines/p1/runs"}
 	if got := f.requests(); !reflect.DeepEqual(got, want) {
 		t.Errorf("requests\n got %q\nwant %q", got, want)
@@ -358,10 +361,11 @@ func TestRunOnServer(t *testing.T) {
 
 	// --pipeline runs a stored pipeline without a file.
 	f.requests()
-	oxide(t, "", "run", "--pipeline", "hello").must(t, 0)
+	r = oxide(t, "", "run", "--pipeline", "hello").must(t, 0)
 	if got := f.requests(); !reflect.DeepEqual(got, []string{"POST /api/v1/pipelines/hello/runs"}) {
 		t.Errorf("requests %q", got)
 	}
+	has(t, "stderr", r.stderr, `^pipeline.yaml:1:1: warning: the fake warns\n$`)
 	r = oxide(t, "", "run", "--pipeline", "nope").must(t, 1)
 	has(t, "stderr", r.stderr, `no such pipeline \(not_found\)`)
 

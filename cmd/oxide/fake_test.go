@@ -428,7 +428,8 @@ func (f *fakeServer) trigger(w http.ResponseWriter, r *http.Request) {
 	}
 	run := sdk.Run{ID: f.id("r"), PipelineID: p.ID, PipelineName: p.Name, Number: n, Status: sdk.RunQueued,
 		Branch: req.Branch, SHA: req.SHA, Ref: req.Ref, Event: req.Event, Variables: req.Variables, CreatedAt: time.Now().UTC(),
-		Stages: []sdk.Stage{{ID: "s1", Name: "build", Index: 0, Status: sdk.StatusPending, Steps: []sdk.Step{{ID: "st1", Name: "hello", Key: "hello", Status: sdk.StatusPending}}}}}
+		Stages:   []sdk.Stage{{ID: "s1", Name: "build", Index: 0, Status: sdk.StatusPending, Steps: []sdk.Step{{ID: "st1", Name: "hello", Key: "hello", Status: sdk.StatusPending}}}},
+		Warnings: []string{"pipeline.yaml:1:1: warning: the fake warns"}}
 	f.runs[run.ID] = &fakeRun{run: run}
 	reply(w, 201, run)
 }

@@ -181,7 +181,8 @@ func newPipelinesCmd() *cobra.Command {
 }
 
 // readPipeline reads and checks a pipeline definition here first, so that
-// its problems are reported as `oxide validate` reports them (exit status 2).
+// its problems and warnings are reported as `oxide validate` reports them
+// (exit status 2 for problems).
 func readPipeline(file string) (string, *pipeline.Pipeline, error) {
 	data, err := os.ReadFile(file)
 	if err != nil {
@@ -191,6 +192,7 @@ func readPipeline(file string) (string, *pipeline.Pipeline, error) {
 	if err != nil {
 		return "", nil, invalid(err)
 	}
+	printWarnings(p)
 	return string(data), p, nil
 }
 

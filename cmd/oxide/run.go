@@ -129,6 +129,7 @@ func runLocal(file string, f *runFlags) error {
 	if err != nil {
 		return invalid(err)
 	}
+	printWarnings(p)
 	ws := f.workspace
 	if ws == "" {
 		ws, _ = os.Getwd()

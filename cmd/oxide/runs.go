@@ -119,6 +119,11 @@ func runRemote(cmd *cobra.Command, args []string, f *runFlags) error {
 	if err != nil {
 		return apiError(err)
 	}
+	if def == "" { // a stored pipeline: its warnings come from the server
+		for _, w := range run.Warnings {
+			fmt.Fprintln(cmd.ErrOrStderr(), w)
+		}
+	}
 	out := cmd.OutOrStdout()
 	if !f.wait && !f.watch {
 		if f.output == "json" { // one line, as every JSON of oxide run

@@ -19,7 +19,9 @@ func newValidateCmd() *cobra.Command {
 		Short: "Check pipelines and print every problem as FILE:LINE:COL: message",
 		Long: `Check pipeline files (default ` + defaultPipeline + `). A directory means every
 .yaml and .yml file beneath it. Every problem of every file is printed as
-FILE:LINE:COL: message; the exit status is 2 when any file is invalid.`,
+FILE:LINE:COL: message, and what a valid file asks for that Oxide does not
+do yet as FILE:LINE:COL: warning: message. The exit status is 2 when any
+file is invalid; warnings alone leave it 0.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				args = []string{defaultPipeline}
@@ -40,6 +42,7 @@ FILE:LINE:COL: message; the exit status is 2 when any file is invalid.`,
 					bad++
 					continue
 				}
+				printWarnings(p)
 				fmt.Fprintf(os.Stdout, "%s: ok (%d stages, %d stage instances)\n", f, len(p.Stages), len(g.Nodes))
 			}
 			if bad > 0 {
@@ -47,6 +50,13 @@ FILE:LINE:COL: message; the exit status is 2 when any file is invalid.`,
 			}
 			return nil
 		},
+	}
+}
+
+// printWarnings prints to stderr what p asks for that Oxide does not do yet.
+func printWarnings(p *pipeline.Pipeline) {
+	for _, w := range p.Warnings {
+		fmt.Fprintln(os.Stderr, w)
 	}
 }
 

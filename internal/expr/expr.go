@@ -18,7 +18,10 @@
 // hold on to the parsed *Expr or *Template.
 package expr
 
-import "strings"
+import (
+	"slices"
+	"strings"
+)
 
 // Status is the job's status so far, for the status functions.
 type Status int
@@ -33,7 +36,7 @@ const (
 // Context is what an expression sees.
 type Context struct {
 	// Values maps top-level names to values: "matrix", "steps", "secrets",
-	// "variables", "env", "runner", "branch", "ref", "sha", "event",
+	// "variables", "runner", "branch", "ref", "sha", "event",
 	// "run_id", and each pipeline variable by its bare name. Values are
 	// nil, bool, float64, int (any integer type is read as float64),
 	// string, map[string]any, map[string]string, []any, []string.
@@ -80,21 +83,29 @@ func (e *Expr) String() string { return e.src }
 // cancelled().
 func (e *Expr) UsesStatus() bool { return e.flags&usesStatus != 0 }
 
-// Refs returns every path e reads, once each in order of appearance, with
-// its constant property names: {"steps","build","outputs","v"},
-// {"matrix","os"}, {"branch"}. A path stops at its first index that is not
-// a constant string: a[0].b and a[x].b yield {"a"} (and x's own path).
-func (e *Expr) Refs() [][]string {
-	var refs [][]string
+// A Ref is a path that an expression reads, with its constant property
+// names: {"steps","build","outputs","v"}, {"matrix","os"}, {"branch"}.
+// Offset is where its first name starts: in the source of Parse, or in the
+// whole string of ParseTemplate.
+type Ref struct {
+	Path   []string
+	Offset int
+}
+
+// Refs returns every path e reads, once each in order of first appearance.
+// A path stops at its first index that is not a constant string: a[0].b
+// and a[x].b yield {"a"} (and x's own path).
+func (e *Expr) Refs() []Ref {
+	var refs []Ref
 	collectRefs(e.root, &refs)
 	return refs
 }
 
-func collectRefs(n node, refs *[][]string) {
+func collectRefs(n node, refs *[]Ref) {
 	switch n := n.(type) {
 	case *ident, *member, *index:
-		if p := refPath(n, refs); p != nil {
-			addRef(refs, p)
+		if r, ok := refOf(n, refs); ok {
+			addRef(refs, r)
 		}
 	case *call:
 		for _, a := range n.args {
@@ -108,47 +119,37 @@ func collectRefs(n node, refs *[][]string) {
 	}
 }
 
-// refPath returns the path of n up to its first non-constant index, and
-// collects the refs inside that index and any non-path base. The path is
-// nil when n does not start at an identifier.
-func refPath(n node, refs *[][]string) []string {
-	p, _ := refPathRec(n, refs)
-	return p
+// refOf returns the path of n up to its first non-constant index, and
+// collects the refs inside that index and any non-path base. It returns
+// false when n does not start at an identifier.
+func refOf(n node, refs *[]Ref) (Ref, bool) {
+	r, _ := refRec(n, refs)
+	return r, r.Path != nil
 }
 
-func refPathRec(n node, refs *[][]string) (path []string, complete bool) {
+func refRec(n node, refs *[]Ref) (r Ref, complete bool) {
 	switch n := n.(type) {
 	case *ident:
-		return []string{n.name}, true
+		return Ref{Path: []string{n.name}, Offset: n.pos}, true
 	case *member:
-		p, ok := refPathRec(n.x, refs)
+		r, ok := refRec(n.x, refs)
 		if ok {
-			return append(p, n.name), true
+			r.Path = append(r.Path, n.name)
 		}
-		return p, false
+		return r, ok
 	case *index:
-		p, _ := refPathRec(n.x, refs)
+		r, _ := refRec(n.x, refs)
 		collectRefs(n.i, refs)
-		return p, false
+		return r, false
 	}
 	collectRefs(n, refs)
-	return nil, false
+	return Ref{}, false
 }
 
-func addRef(refs *[][]string, p []string) {
-next:
-	for _, r := range *refs {
-		if len(r) != len(p) {
-			continue
-		}
-		for i := range r {
-			if r[i] != p[i] {
-				continue next
-			}
-		}
-		return
+func addRef(refs *[]Ref, r Ref) {
+	if !slices.ContainsFunc(*refs, func(x Ref) bool { return slices.Equal(x.Path, r.Path) }) {
+		*refs = append(*refs, r)
 	}
-	*refs = append(*refs, p)
 }
 
 // Condition evaluates the condition of a stage or step. src is a bare

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -71,9 +72,20 @@ func FuzzParseTemplate(f *testing.F) {
 			if _, err := Parse(e.String()); err != nil {
 				t.Fatalf("expression %q of %q does not parse alone: %v", e.String(), s, err)
 			}
-			_ = e.Refs()
+			checkRefOffsets(t, s, e)
 		}
 	})
+}
+
+// checkRefOffsets checks that each ref of e, an expression of src, starts
+// at the name it says.
+func checkRefOffsets(t *testing.T, src string, e *Expr) {
+	t.Helper()
+	for _, r := range e.Refs() {
+		if !strings.HasPrefix(src[r.Offset:], r.Path[0]) {
+			t.Fatalf("ref %q of %q at offset %d, where %q is", r.Path, src, r.Offset, src[r.Offset:])
+		}
+	}
 }
 
 func FuzzParse(f *testing.F) {
@@ -98,7 +110,7 @@ func FuzzParse(f *testing.F) {
 			_ = String(v)
 			_ = Truthy(v)
 		}
-		_ = e.Refs()
+		checkRefOffsets(t, s, e)
 		_, _ = Condition(s, ctx)
 	})
 }

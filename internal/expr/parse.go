@@ -6,7 +6,11 @@ type (
 
 	literal struct{ v any } // nil, bool, float64 or string
 
-	ident struct{ name string }
+	// ident is a name; pos is its offset, including the parser's base.
+	ident struct {
+		name string
+		pos  int
+	}
 
 	// member is x.name or x['name'].
 	member struct {
@@ -242,7 +246,7 @@ func (p *parser) primary() (node, error) {
 		if p.tok.kind == tLParen {
 			return p.call(t)
 		}
-		return &ident{t.str}, nil
+		return &ident{name: t.str, pos: t.pos}, nil
 	}
 	return nil, p.unexpected()
 }

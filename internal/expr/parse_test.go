@@ -112,20 +112,20 @@ func TestRefs(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		src  string
-		want [][]string
+		want []Ref
 	}{
 		{"steps.build.outputs.v == matrix.os && branch",
-			[][]string{{"steps", "build", "outputs", "v"}, {"matrix", "os"}, {"branch"}}},
-		{"steps.generate-version.outputs.version", [][]string{{"steps", "generate-version", "outputs", "version"}}},
-		{"matrix['os']", [][]string{{"matrix", "os"}}},
-		{"a[b.c].d", [][]string{{"b", "c"}, {"a"}}},
-		{"a[0].b", [][]string{{"a"}}},
-		{"fromJSON(x).y", [][]string{{"x"}}},
-		{"format('{0}', matrix.os)", [][]string{{"matrix", "os"}}},
-		{"a.b || !a.b || a.b.c", [][]string{{"a", "b"}, {"a", "b", "c"}}},
+			[]Ref{{[]string{"steps", "build", "outputs", "v"}, 0}, {[]string{"matrix", "os"}, 25}, {[]string{"branch"}, 38}}},
+		{"steps.generate-version.outputs.version", []Ref{{[]string{"steps", "generate-version", "outputs", "version"}, 0}}},
+		{"matrix['os']", []Ref{{[]string{"matrix", "os"}, 0}}},
+		{"a[b.c].d", []Ref{{[]string{"b", "c"}, 2}, {[]string{"a"}, 0}}},
+		{"a[0].b", []Ref{{[]string{"a"}, 0}}},
+		{"fromJSON(x).y", []Ref{{[]string{"x"}, 9}}},
+		{"format('{0}', matrix.os)", []Ref{{[]string{"matrix", "os"}, 14}}},
+		{"a.b || !a.b || a.b.c", []Ref{{[]string{"a", "b"}, 0}, {[]string{"a", "b", "c"}, 15}}},
 		{"success() && 'x' == true", nil},
 		{"null", nil},
-		{"PROJECT_NAME", [][]string{{"PROJECT_NAME"}}},
+		{" PROJECT_NAME", []Ref{{[]string{"PROJECT_NAME"}, 1}}},
 	}
 	for _, tt := range tests {
 		e, err := Parse(tt.src)
@@ -133,8 +133,29 @@ func TestRefs(t *testing.T) {
 			t.Fatalf("Parse(%q): %v", tt.src, err)
 		}
 		if got := e.Refs(); !reflect.DeepEqual(got, tt.want) {
-			t.Errorf("Parse(%q).Refs() = %q, want %q", tt.src, got, tt.want)
+			t.Errorf("Parse(%q).Refs() = %v, want %v", tt.src, got, tt.want)
 		}
+	}
+}
+
+// TestTemplateRefOffsets checks that the offsets of a template's refs are
+// into the whole template.
+func TestTemplateRefOffsets(t *testing.T) {
+	t.Parallel()
+	const s = "echo ${{ github.sha }} and ${{secrets.X}}"
+	tmpl, err := ParseTemplate(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range tmpl.Exprs() {
+		for _, r := range e.Refs() {
+			got = append(got, s[r.Offset:])
+		}
+	}
+	want := []string{"github.sha }} and ${{secrets.X}}", "secrets.X}}"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("refs start at %q, want %q", got, want)
 	}
 }
 

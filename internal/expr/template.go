@@ -101,7 +101,7 @@ func (e *Expr) only(roots []string) bool {
 		return false
 	}
 	for _, r := range e.Refs() {
-		if !slices.Contains(roots, r[0]) {
+		if !slices.Contains(roots, r.Path[0]) {
 			return false
 		}
 	}

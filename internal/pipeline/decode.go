@@ -82,6 +82,7 @@ func (d *decoder) pipeline(n ast.Node) *Pipeline {
 	p.Variables = o.vars()
 	if v, ok := o.get("environment"); ok {
 		p.Environment = d.environment(v)
+		d.warnEnvironment(pos(v), p.Environment)
 	}
 	if v, ok := o.required("stages"); ok {
 		items := d.list(v, "stages")
@@ -103,7 +104,10 @@ func (d *decoder) pipeline(n ast.Node) *Pipeline {
 	p.Timeout = time.Duration(o.integer("timeout_minutes", 60, 1, int(maxTimeout/time.Minute))) * time.Minute
 	if v, ok := o.get("concurrency"); ok {
 		if c := d.object(v, "concurrency", "concurrency", []string{"group", "cancel_in_progress"}); c != nil {
-			p.Concurrency = &Concurrency{Group: c.text("group"), CancelInProgress: c.boolean("cancel_in_progress", false)}
+			p.Concurrency = &Concurrency{Group: c.str("group"), CancelInProgress: c.boolean("cancel_in_progress", false)}
+			if g, ok := c.get("group"); ok && strings.Contains(p.Concurrency.Group, "${{") {
+				d.pending = append(d.pending, text{node: g, s: p.Concurrency.Group, only: []string{"branch", "ref", "sha", "event"}})
+			}
 		}
 	}
 	return p
@@ -234,6 +238,7 @@ func (d *decoder) stageDef(n ast.Node) *Stage {
 	}
 	if v, ok := o.get("environment"); ok {
 		s.Environment = d.environment(v)
+		d.warnEnvironment(pos(v), s.Environment)
 	}
 	s.Variables = o.vars()
 	s.Secrets = o.secrets()
@@ -297,6 +302,7 @@ func (d *decoder) step(n ast.Node) *Step {
 	st.DisplayName = o.text("display_name")
 	if f, ok := o.pick("plugin", "uses"); ok && !isNull(f.value) {
 		st.Plugin = d.text(f.value, f.key)
+		d.warnPlugin(f.pos, st.Plugin)
 	}
 	if v, ok := o.get("with"); ok {
 		if m, ok := d.value(v).(map[string]any); ok {
@@ -312,7 +318,10 @@ func (d *decoder) step(n ast.Node) *Step {
 	case st.Run == "" && st.Plugin == "":
 		d.errorf(st.Pos, "step %q needs run or plugin", st.Name)
 	}
-	st.Shell = o.enum("shell", stepShells...)
+	if v, ok := o.get("shell"); ok {
+		st.Shell = d.enum(v, "shell", stepShells)
+		d.warnShell(v, st.Shell)
+	}
 	st.WorkingDir = o.text("working_directory")
 	if v, ok := o.get("environment"); ok {
 		st.Environment = d.environment(v)
@@ -428,7 +437,7 @@ func (o *object) secrets() []SecretRef {
 		if s == nil {
 			continue
 		}
-		ref := SecretRef{Pos: s.pos, Key: s.str("key"), Masked: s.boolean("masked", true), Required: s.boolean("required", true)}
+		ref := SecretRef{Pos: s.pos, Key: s.text("key"), Masked: s.boolean("masked", true), Required: s.boolean("required", true)}
 		if v, ok := s.required("name"); ok {
 			ref.Name = o.d.str(v, "name")
 		}
@@ -436,9 +445,10 @@ func (o *object) secrets() []SecretRef {
 			if src := o.d.object(v, "source", "secret source", []string{"provider", "path", "version"}); src != nil {
 				if p, ok := src.required("provider"); ok {
 					ref.Provider = o.d.enum(p, "provider", secretProviders)
+					o.d.warnSecretProvider(p, ref.Provider, ref.Name)
 				}
 				ref.Path = src.text("path")
-				ref.Version = src.str("version")
+				ref.Version = src.text("version")
 			}
 		}
 		refs = append(refs, ref)
@@ -632,7 +642,6 @@ func (d *decoder) container(n ast.Node) *Container {
 	}
 	c := &Container{
 		Image:        o.text("image"),
-		Shell:        o.enum("shell", "bash", "sh", "powershell", "pwsh"),
 		User:         o.text("user"),
 		Workdir:      o.text("workdir"),
 		Entrypoint:   o.texts("entrypoint"),
@@ -640,14 +649,23 @@ func (d *decoder) container(n ast.Node) *Container {
 		Privileged:   o.boolean("privileged", false),
 		Capabilities: o.texts("capabilities"),
 	}
+	if v, ok := o.get("shell"); ok {
+		c.Shell = d.enum(v, "shell", []string{"bash", "sh", "powershell", "pwsh"})
+		d.warnShell(v, c.Shell)
+	}
 	if v, ok := o.get("registry"); ok {
 		if r := d.object(v, "registry", "registry", []string{"url", "username", "password_secret", "aws_ecr", "gcp_gcr"}); r != nil {
 			c.Registry = &Registry{
 				URL:            r.text("url"),
 				Username:       r.text("username"),
-				PasswordSecret: r.str("password_secret"),
+				PasswordSecret: r.text("password_secret"),
 				AWSECR:         r.boolean("aws_ecr", false),
 				GCPGCR:         r.boolean("gcp_gcr", false),
+			}
+			for key, on := range map[string]bool{"aws_ecr": c.Registry.AWSECR, "gcp_gcr": c.Registry.GCPGCR} {
+				if on {
+					d.warnf(r.fields[key].pos, "registry.%s logins are not supported yet: give username and password_secret", key)
+				}
 			}
 		}
 	}
@@ -678,13 +696,13 @@ func (d *decoder) resources(n ast.Node) *Resources {
 	if o == nil {
 		return nil
 	}
-	r := &Resources{CPU: o.str("cpu"), Memory: o.str("memory"), Disk: o.str("disk")}
+	r := &Resources{CPU: o.text("cpu"), Memory: o.text("memory"), Disk: o.text("disk")}
 	if v, ok := o.get("gpu"); ok {
 		if g := d.object(v, "gpu", "gpu", []string{"count", "vendor", "driver_version"}); g != nil {
 			r.GPU = &GPU{
 				Count:         g.integer("count", 0, 0, math.MaxInt),
 				Vendor:        g.enum("vendor", "nvidia", "amd"),
-				DriverVersion: g.str("driver_version"),
+				DriverVersion: g.text("driver_version"),
 			}
 		}
 	}

@@ -32,10 +32,32 @@ func (l ErrorList) Error() string {
 // sorted sorts l by position, then message, and drops the repeats that
 // content used through several aliases yields.
 func (l ErrorList) sorted() ErrorList {
-	slices.SortStableFunc(l, func(a, b *Error) int {
-		return cmp.Or(cmp.Compare(a.Pos.Line, b.Pos.Line), cmp.Compare(a.Pos.Col, b.Pos.Col), strings.Compare(a.Msg, b.Msg))
-	})
+	slices.SortStableFunc(l, func(a, b *Error) int { return compare(a.Pos, b.Pos, a.Msg, b.Msg) })
 	return slices.CompactFunc(l, func(a, b *Error) bool { return *a == *b })
+}
+
+// A Warning is something a pipeline asks for that Oxide accepts but does
+// not do yet: runs go on without it.
+type Warning struct {
+	File string
+	Pos  Pos
+	Msg  string
+}
+
+// String returns "FILE:LINE:COL: warning: message".
+func (w Warning) String() string {
+	return fmt.Sprintf("%s:%d:%d: warning: %s", w.File, w.Pos.Line, w.Pos.Col, w.Msg)
+}
+
+// sortWarnings sorts ws as ErrorList.sorted sorts errors.
+func sortWarnings(ws []Warning) []Warning {
+	slices.SortStableFunc(ws, func(a, b Warning) int { return compare(a.Pos, b.Pos, a.Msg, b.Msg) })
+	return slices.Compact(ws)
+}
+
+// compare orders problems by position, then message.
+func compare(a, b Pos, amsg, bmsg string) int {
+	return cmp.Or(cmp.Compare(a.Line, b.Line), cmp.Compare(a.Col, b.Col), strings.Compare(amsg, bmsg))
 }
 
 // String returns "LINE:COL".

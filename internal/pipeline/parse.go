@@ -15,6 +15,7 @@ func Parse(file string, data []byte) (*Pipeline, error) {
 	if len(d.errs) > 0 {
 		return nil, d.errs.sorted()
 	}
+	p.Warnings = sortWarnings(d.warns)
 	return p, nil
 }
 

@@ -368,6 +368,69 @@ stages:
 		want: `t.yaml:12:61: unknown matrix key "tagret" in stage "build"; did you mean "target"?
 t.yaml:16:25: matrix.os: stage "publish" has no matrix`,
 	}, {
+		name: "expression contexts",
+		src: `version: "1"
+name: t
+variables:
+  REGISTRY: ghcr.io
+  TAG: ${{ github.sha }}
+concurrency:
+  group: deploy-${{ github.ref_name }}
+stages:
+  - name: build
+    variables: {OS: linux}
+    condition: github.event_name == 'push' && !job.status
+    environment:
+      container: {image: "${{ REGISTRY }}/b:${{ vars.V }}"}
+    steps:
+      - name: s
+        env: {STEP_VAR: x}
+        run: |
+          echo ${{ sha }} ${{ runner.os }} ${{ OS }} ${{ STEP_VAR }} ${{ variables.ANY }} ${{ secrets.T }}
+          echo ${{ env.HOME }} ${{ inputs.version }} ${{ needs.build.outputs.x }}
+        working_directory: ${{ github.workspace }}
+      - name: u
+        uses: p@v1
+        with: {ref: "${{ github.head_ref }}", id: "${{ github.run_id }}", tag: "${{ REGISTY }}"}
+        continue_on_error: ${{ runner.tmp || rn_id }}
+  - name: test
+    steps:
+      - name: t
+        condition: {unless: "contains(fromJSON(STEP_VAR), OS) || hashFiles('x')"}
+        run: echo ${{ steps.s.outputs.v }} ${{ steps.sx.outputs.w }} ${{ stesp.s }} ${{ github.ref }}
+`,
+		want: "t.yaml:5:12: unknown context `github`; Oxide's is `sha`\n" +
+			"t.yaml:7:21: unknown context `github`; Oxide's is `branch`\n" +
+			"t.yaml:11:16: unknown context `github`; Oxide's is `event`\n" +
+			"t.yaml:11:48: unknown context `job`: a job's status is success(), failure() or cancelled()\n" +
+			"t.yaml:13:49: unknown context `vars`; Oxide's is `variables`: ${{ variables.V }}\n" +
+			"t.yaml:19:20: `env` is not an expression context: use $HOME in run, or ${{ variables.HOME }}\n" +
+			"t.yaml:19:36: unknown context `inputs`: a pipeline has no inputs; use ${{ variables.version }}, set with --var or a trigger's variables\n" +
+			"t.yaml:19:58: unknown context `needs`: read an earlier stage's outputs as ${{ steps.<id>.outputs.<key> }}\n" +
+			"t.yaml:20:32: unknown context `github`; Oxide's are `branch`, `ref`, `sha`, `event` and `run_id`\n" +
+			"t.yaml:23:26: unknown context `github`; Oxide's is `branch`\n" +
+			"t.yaml:23:56: unknown context `github`; Oxide's is `run_id`\n" +
+			"t.yaml:23:85: unknown context or variable `REGISTY`; did you mean \"REGISTRY\"?\n" +
+			"t.yaml:24:32: unknown property runner.tmp; runner has os, arch and name\n" +
+			"t.yaml:24:46: unknown context or variable `rn_id`; did you mean \"run_id\"?\n" +
+			"t.yaml:28:48: unknown context or variable `STEP_VAR`: the contexts are branch, event, matrix, ref, run_id, runner, secrets, sha, steps, variables; a variable must be defined under variables\n" +
+			"t.yaml:28:59: unknown context or variable `OS`: the contexts are branch, event, matrix, ref, run_id, runner, secrets, sha, steps, variables; a variable must be defined under variables\n" +
+			"t.yaml:29:48: steps.sx: unknown step id \"sx\"\n" +
+			"t.yaml:29:74: unknown context or variable `stesp`; did you mean \"steps\"?\n" +
+			"t.yaml:29:89: unknown context `github`; Oxide's is `ref`",
+	}, {
+		name: "concurrency group",
+		src: `version: "1"
+name: t
+variables: {ENV: prod}
+concurrency: {group: "${{ ENV }}-${{ branch }}-${{ matrix.os }}-${{ event }}"}
+stages:
+  - name: a
+    steps: [{name: s, run: x}]
+`,
+		want: "t.yaml:4:27: `ENV` is not known when a run is triggered: this value sees only branch, ref, sha, event\n" +
+			"t.yaml:4:52: `matrix` is not known when a run is triggered: this value sees only branch, ref, sha, event",
+	}, {
 		name: "YAML syntax",
 		src: `version: "1"
 name: t
@@ -545,5 +608,140 @@ func TestLoad(t *testing.T) {
 	_, err := Load(path)
 	if want := path + ":3:9: stages: a pipeline needs at least one stage"; err == nil || err.Error() != want {
 		t.Errorf("Load error = %v, want %s", err, want)
+	}
+}
+
+func TestWarnings(t *testing.T) {
+	const src = `version: "1"
+name: w
+triggers:
+  - push: {branches: [main]}
+cache: {paths: [target], key: k}
+artifacts: {paths: [dist]}
+stages:
+  - name: build
+    environment: {nix: {packages: [go]}}
+    cache: {paths: [node_modules], key: k}
+    artifacts: {paths: [out]}
+    retry: {max_attempts: 2}
+    agent: {labels: [linux], name: builder-1}
+    approval: {required: true, approvers: [ops], timeout_hours: 2}
+    secrets:
+      - name: TOKEN
+        source: {provider: vault, path: ci/token, version: "3"}
+      - name: OTHER
+        source: {provider: oxide}
+    steps:
+      - name: checkout
+        uses: oxide/checkout@v1
+      - name: ps
+        shell: pwsh
+        run: Write-Host hi
+        environment: {type: host}
+        outputs: [x]
+  - name: deploy
+    environment:
+      container:
+        image: app
+        shell: powershell
+        registry: {url: x.dkr.ecr.aws, aws_ecr: true, gcp_gcr: false}
+        resources: {cpu: "2", disk: 10Gi, gpu: {count: 1, vendor: nvidia, driver_version: "535"}}
+    steps:
+      - name: d
+        run: ./deploy
+  - name: vm
+    environment: {type: firecracker, firecracker: {kernel: k, rootfs: r}}
+    steps:
+      - name: v
+        plugin: oxide/approval-gate@v1
+`
+	p, err := Parse("w.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, w := range p.Warnings {
+		got = append(got, w.String())
+	}
+	want := []string{
+		"w.yaml:3:1: warning: triggers are not matched yet: a run starts only when asked for (oxide run, or the server's API)",
+		"w.yaml:5:1: warning: cache is not supported yet: nothing is restored or saved",
+		"w.yaml:6:1: warning: artifacts are not supported yet: nothing is uploaded or kept",
+		"w.yaml:9:19: warning: nix environments are not available yet: no agent provides one; oxide run --environment host runs the steps on this machine",
+		"w.yaml:10:5: warning: cache is not supported yet: nothing is restored or saved",
+		"w.yaml:11:5: warning: artifacts are not supported yet: nothing is uploaded or kept",
+		"w.yaml:13:30: warning: agent.name is not supported yet: select agents with agent.labels",
+		"w.yaml:17:28: warning: secret provider vault is not available yet: on a server the stage fails; oxide run takes TOKEN from --secret TOKEN=… or --secrets-file",
+		"w.yaml:17:51: warning: secret versions are not supported yet: the current value is used",
+		"w.yaml:22:9: warning: plugin steps are not available yet: the step fails when it runs (oxide/checkout@v1)",
+		"w.yaml:24:16: warning: shell pwsh is not supported yet: steps run with bash, sh or python",
+		"w.yaml:26:9: warning: a step's environment is not supported yet: the step runs in its stage's environment",
+		"w.yaml:32:16: warning: shell powershell is not supported yet: steps run with bash, sh or python",
+		"w.yaml:33:40: warning: registry.aws_ecr logins are not supported yet: give username and password_secret",
+		"w.yaml:34:31: warning: resources.disk is not supported yet: the disk is not limited",
+		"w.yaml:34:59: warning: gpu.vendor is not supported yet: any GPU the engine offers is used",
+		"w.yaml:34:75: warning: gpu.driver_version is not supported yet: it is not checked",
+		"w.yaml:39:19: warning: firecracker environments are not available yet: no agent provides one; oxide run --environment host runs the steps on this machine",
+		"w.yaml:42:9: warning: plugin steps are not available yet: the step fails when it runs (oxide/approval-gate@v1)",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestWarningsThroughAliases checks that content used twice through an
+// alias is warned about once.
+func TestWarningsThroughAliases(t *testing.T) {
+	const src = `version: "1"
+name: a
+x-steps: &steps
+  - name: checkout
+    uses: oxide/checkout@v1
+stages:
+  - name: a
+    steps: *steps
+  - name: b
+    steps: *steps
+`
+	p, err := Parse("a.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Warning{{File: "a.yaml", Pos: Pos{5, 5}, Msg: "plugin steps are not available yet: the step fails when it runs (oxide/checkout@v1)"}}
+	check(t, "warnings", p.Warnings, want)
+}
+
+// TestNoWarnings checks that what works is not warned about.
+func TestNoWarnings(t *testing.T) {
+	const src = `version: "1"
+name: quiet
+description: nothing here is unsupported
+concurrency: {group: "deploy-${{ branch }}"}
+stages:
+  - name: build
+    display_name: Build it
+    agent: {labels: [linux]}
+    secrets:
+      - name: TOKEN
+        source: {provider: environment}
+    environment:
+      container:
+        image: app
+        shell: sh
+        registry: {url: r, username: u, password_secret: P, aws_ecr: false}
+        resources: {cpu: "2", memory: 1Gi, gpu: {count: 1}}
+    steps:
+      - name: s
+        shell: python
+        run: print(1)
+        retry: {max_attempts: 2}
+        outputs: [x]
+`
+	p, err := Parse("q.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Warnings) > 0 {
+		t.Errorf("warnings: %v", p.Warnings)
 	}
 }

@@ -29,6 +29,9 @@ type Pipeline struct {
 	Artifacts   *Artifacts
 	Timeout     time.Duration // timeout_minutes, default 60m
 	Concurrency *Concurrency
+	// Warnings name what the file asks for that Oxide does not do yet,
+	// sorted by position.
+	Warnings []Warning
 }
 
 // Vars are variables in file order: they become the steps' environment.

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,6 +22,9 @@ type text struct {
 	s     string
 	stage *Stage // nil at pipeline level
 	cond  bool   // a condition: a bare expression or one wholly in ${{ }}
+	// only, when not nil, are the contexts that the text sees: it is
+	// evaluated before any stage runs.
+	only []string
 }
 
 func (d *decoder) addText(n ast.Node, s string, cond bool) {
@@ -34,9 +38,9 @@ func (d *decoder) addText(n ast.Node, s string, cond bool) {
 func (d *decoder) validate(p *Pipeline) {
 	index := d.checkStageNames(p)
 	d.checkDependencies(p, index)
-	ids := d.checkSteps(p)
+	r := &refs{ids: d.checkSteps(p), vars: variableNames(p)}
 	for _, t := range d.pending {
-		d.checkText(t, ids)
+		d.checkText(t, r)
 	}
 }
 
@@ -158,13 +162,43 @@ func (d *decoder) checkSteps(p *Pipeline) map[string][]stepUse {
 	return ids
 }
 
-// checkText parses the expressions of t and checks the matrix keys and
-// step ids they refer to.
-func (d *decoder) checkText(t text, ids map[string][]stepUse) {
+// refs is what the references of expressions are checked against.
+type refs struct {
+	ids  map[string][]stepUse // steps by id
+	vars map[*Stage][]string  // variable names a stage's texts see; nil: the pipeline's
+}
+
+// variableNames returns, for each stage, the names of the variables of the
+// pipeline, the stage and its steps; under nil, every variable name of the
+// pipeline, as pipeline-level values are evaluated within each stage.
+func variableNames(p *Pipeline) map[*Stage][]string {
+	names := func(lists ...Vars) []string {
+		var out []string
+		for _, l := range lists {
+			for _, v := range l {
+				out = append(out, v.Name)
+			}
+		}
+		return out
+	}
+	m := map[*Stage][]string{nil: names(p.Variables)}
+	for _, s := range p.Stages {
+		m[s] = names(p.Variables, s.Variables)
+		for _, st := range s.Steps {
+			m[s] = append(m[s], names(st.Variables)...)
+		}
+		m[nil] = append(m[nil], m[s][len(p.Variables):]...)
+	}
+	return m
+}
+
+// checkText parses the expressions of t and checks what they refer to.
+func (d *decoder) checkText(t text, r *refs) {
 	var exprs []*expr.Expr
+	base := 0
 	if t.cond {
-		src, base := conditionSource(t.s)
-		if src == "" {
+		var src string
+		if src, base = conditionSource(t.s); src == "" {
 			return
 		}
 		e, err := expr.Parse(src)
@@ -183,9 +217,7 @@ func (d *decoder) checkText(t text, ids map[string][]stepUse) {
 	}
 	for _, e := range exprs {
 		for _, ref := range e.Refs() {
-			if len(ref) > 1 {
-				d.checkRef(t, ref[0], ref[1], ids)
-			}
+			d.checkRef(t, ref.Path, offsetPos(t.node, t.s, base+ref.Offset), r)
 		}
 	}
 }
@@ -210,40 +242,112 @@ func (d *decoder) exprError(t text, base int, err error) {
 	d.errorf(offsetPos(t.node, t.s, base+se.Offset), "invalid expression: %s", se.Msg)
 }
 
-// checkRef checks a reference root.name: matrix.<key> must name a dimension
-// or include key of the stage's matrix, steps.<id> a step of the pipeline.
-func (d *decoder) checkRef(t text, root, name string, ids map[string][]stepUse) {
-	ref := root + "." + name
-	at := func() Pos { return offsetPos(t.node, t.s, max(0, strings.Index(t.s, ref))) }
+// contexts are the names an expression may start with besides the
+// pipeline's variables.
+var contexts = []string{"branch", "event", "matrix", "ref", "run_id", "runner", "secrets", "sha", "steps", "variables"}
+
+// runnerKeys are the properties of the runner context.
+var runnerKeys = []string{"os", "arch", "name"}
+
+// githubContexts maps properties of GitHub's github context to Oxide's
+// contexts.
+var githubContexts = map[string]string{"sha": "sha", "ref": "ref", "ref_name": "branch", "head_ref": "branch",
+	"event_name": "event", "run_id": "run_id"}
+
+// checkRef checks the path ref, read at p: its root must be a context or a
+// variable; matrix.<key> must name a dimension or include key of the
+// stage's matrix, steps.<id> a step of the pipeline, runner.<key> one of
+// runnerKeys.
+func (d *decoder) checkRef(t text, ref []string, p Pos, r *refs) {
+	root, name := ref[0], ""
+	if len(ref) > 1 {
+		name = ref[1]
+	}
 	switch root {
+	case "branch", "event", "ref", "run_id", "secrets", "sha", "variables":
 	case "matrix":
-		switch {
-		case t.stage == nil:
-			// Pipeline-level values are evaluated in each stage.
-		case t.stage.Matrix == nil:
-			d.errorf(at(), "%s: stage %q has no matrix", ref, t.stage.Name)
-		case !slices.Contains(matrixKeysOf(t.stage.Matrix), name):
-			d.errorf(at(), "unknown matrix key %q in stage %q%s", name, t.stage.Name, didYouMean(name, matrixKeysOf(t.stage.Matrix)))
-		}
+		d.checkMatrixRef(t, name, p)
 	case "steps":
-		switch uses := ids[name]; len(uses) {
-		case 0:
-			known := make([]string, 0, len(ids))
-			for id := range ids {
-				known = append(known, id)
-			}
-			slices.Sort(known)
-			d.errorf(at(), "%s: unknown step id %q%s", ref, name, didYouMean(name, known))
-		case 1:
-		default:
-			var stages []string
-			for _, u := range uses {
-				if q := strconv.Quote(u.stage.Name); !slices.Contains(stages, q) {
-					stages = append(stages, q)
-				}
-			}
-			d.errorf(at(), "%s is ambiguous: stages %s each have a step with id %q; give the steps distinct ids", ref, strings.Join(stages, ", "), name)
+		if name != "" {
+			d.checkStepRef(name, p, r.ids)
 		}
+	case "runner":
+		if name != "" && !slices.Contains(runnerKeys, name) {
+			d.errorf(p, "unknown property runner.%s; runner has os, arch and name%s", name, didYouMean(name, runnerKeys))
+		}
+	default:
+		if !slices.Contains(r.vars[t.stage], root) {
+			d.errorf(p, "%s", unknownContext(root, name, r.vars[t.stage]))
+			return
+		}
+	}
+	if t.only != nil && !slices.Contains(t.only, root) {
+		d.errorf(p, "`%s` is not known when a run is triggered: this value sees only %s", root, strings.Join(t.only, ", "))
+	}
+}
+
+// unknownContext explains an unknown name at the root of a path, with
+// Oxide's word for the contexts of other CI systems.
+func unknownContext(root, name string, vars []string) string {
+	if name == "" {
+		name = "NAME"
+	}
+	switch root {
+	case "github":
+		if c, ok := githubContexts[name]; ok {
+			return fmt.Sprintf("unknown context `github`; Oxide's is `%s`", c)
+		}
+		return "unknown context `github`; Oxide's are `branch`, `ref`, `sha`, `event` and `run_id`"
+	case "env":
+		return fmt.Sprintf("`env` is not an expression context: use $%s in run, or ${{ variables.%s }}", name, name)
+	case "vars":
+		return fmt.Sprintf("unknown context `vars`; Oxide's is `variables`: ${{ variables.%s }}", name)
+	case "inputs":
+		return fmt.Sprintf("unknown context `inputs`: a pipeline has no inputs; use ${{ variables.%s }}, set with --var or a trigger's variables", name)
+	case "needs":
+		return "unknown context `needs`: read an earlier stage's outputs as ${{ steps.<id>.outputs.<key> }}"
+	case "job":
+		return "unknown context `job`: a job's status is success(), failure() or cancelled()"
+	}
+	if hint := didYouMean(root, append(slices.Clip(contexts), vars...)); hint != "" {
+		return fmt.Sprintf("unknown context or variable `%s`%s", root, hint)
+	}
+	return fmt.Sprintf("unknown context or variable `%s`: the contexts are %s; a variable must be defined under variables",
+		root, strings.Join(contexts, ", "))
+}
+
+// checkMatrixRef checks matrix.<name>, read at p.
+func (d *decoder) checkMatrixRef(t text, name string, p Pos) {
+	switch {
+	case t.stage == nil || name == "":
+		// Pipeline-level values are evaluated in each stage.
+	case t.stage.Matrix == nil:
+		d.errorf(p, "matrix.%s: stage %q has no matrix", name, t.stage.Name)
+	case !slices.Contains(matrixKeysOf(t.stage.Matrix), name):
+		d.errorf(p, "unknown matrix key %q in stage %q%s", name, t.stage.Name, didYouMean(name, matrixKeysOf(t.stage.Matrix)))
+	}
+}
+
+// checkStepRef checks steps.<id>, read at p.
+func (d *decoder) checkStepRef(id string, p Pos, ids map[string][]stepUse) {
+	ref := "steps." + id
+	switch uses := ids[id]; len(uses) {
+	case 0:
+		known := make([]string, 0, len(ids))
+		for id := range ids {
+			known = append(known, id)
+		}
+		slices.Sort(known)
+		d.errorf(p, "%s: unknown step id %q%s", ref, id, didYouMean(id, known))
+	case 1:
+	default:
+		var stages []string
+		for _, u := range uses {
+			if q := strconv.Quote(u.stage.Name); !slices.Contains(stages, q) {
+				stages = append(stages, q)
+			}
+		}
+		d.errorf(p, "%s is ambiguous: stages %s each have a step with id %q; give the steps distinct ids", ref, strings.Join(stages, ", "), id)
 	}
 }
 

@@ -20,6 +20,7 @@ const maxNodes = 100_000
 type decoder struct {
 	file    string
 	errs    ErrorList
+	warns   []Warning
 	anchors map[string]ast.Node         // while scanning: the last node of each anchor name
 	sizes   map[ast.Node]int            // expanded size of each anchored node
 	aliases map[*ast.AliasNode]ast.Node // the node each alias stands for
@@ -38,6 +39,10 @@ func newDecoder(file string) *decoder {
 
 func (d *decoder) errorf(p Pos, format string, args ...any) {
 	d.errs = append(d.errs, &Error{File: d.file, Pos: p, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (d *decoder) warnf(p Pos, format string, args ...any) {
+	d.warns = append(d.warns, Warning{File: d.file, Pos: p, Msg: fmt.Sprintf(format, args...)})
 }
 
 // syntaxError reports an error of the YAML parser at the position it gives.
@@ -341,6 +346,9 @@ func (d *decoder) objectOf(fs []field, p Pos, what string, keys []string) *objec
 		if !slices.Contains(keys, f.key) {
 			d.errorf(f.pos, "unknown key %q in %s%s", f.key, what, didYouMean(f.key, keys))
 			continue
+		}
+		if msg, ok := unsupportedKeys[what][f.key]; ok && !isNull(f.value) {
+			d.warnf(f.pos, "%s", msg)
 		}
 		o.fields[f.key] = f
 	}

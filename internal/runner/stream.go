@@ -76,6 +76,10 @@ func (lr *lineReader) run() {
 			if i > 0 && line[i-1] == '\r' {
 				line = line[:i-1]
 			}
+			for len(line) > maxLine { // a long line that arrived whole
+				lines = append(lines, masker.Mask(line[:maxLine]))
+				line = line[maxLine:]
+			}
 			lines = append(lines, masker.Mask(line))
 			rest = rest[i+1:]
 		}

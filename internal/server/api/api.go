@@ -92,6 +92,8 @@ type Server struct {
 
 	touchMu sync.Mutex
 	touched map[string]int64 // token ID → unix seconds of the last Touch
+
+	warnings warningMemo // of the pipelines triggered
 }
 
 // New returns the API handler.

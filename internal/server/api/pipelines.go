@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/oxide-ci/oxide/internal/pipeline"
@@ -25,6 +26,7 @@ type pipelineJSON struct {
 	Definition string    `json:"definition"`
 	CreatedAt  time.Time `json:"created_at"`
 	UpdatedAt  time.Time `json:"updated_at"`
+	Warnings   []string  `json:"warnings,omitempty"` // on create and update
 }
 
 func toPipeline(p store.Pipeline) pipelineJSON {
@@ -46,6 +48,49 @@ func checkName(what, name string) error {
 		return invalidf("%s name %q: must not contain /, \\, ?, #, %% or control characters", what, name)
 	}
 	return nil
+}
+
+// warnings are what a parsed definition asks for that Oxide does not do
+// yet, as FILE:LINE:COL: warning: message.
+func warnings(p *pipeline.Pipeline) []string {
+	var out []string
+	for _, w := range p.Warnings {
+		out = append(out, w.String())
+	}
+	return out
+}
+
+// warningMemo remembers the warnings of each pipeline's definition, so that
+// triggering a run does not parse it once more than the scheduler does.
+type warningMemo struct {
+	mu sync.Mutex
+	m  map[string]memoEntry // by pipeline ID
+}
+
+type memoEntry struct {
+	def      string
+	warnings []string
+}
+
+// get returns the warnings of p's definition, parsing it when it is new.
+func (m *warningMemo) get(p store.Pipeline) []string {
+	m.mu.Lock()
+	e, ok := m.m[p.ID]
+	m.mu.Unlock()
+	if ok && e.def == p.Definition {
+		return e.warnings
+	}
+	e = memoEntry{def: p.Definition}
+	if parsed, err := pipeline.Parse(pipelineFile, []byte(p.Definition)); err == nil {
+		e.warnings = warnings(parsed)
+	}
+	m.mu.Lock()
+	if m.m == nil || len(m.m) > 10000 { // a crude bound: deleted pipelines leave entries
+		m.m = make(map[string]memoEntry)
+	}
+	m.m[p.ID] = e
+	m.mu.Unlock()
+	return e.warnings
 }
 
 // parseDefinition validates a pipeline definition; its error is a
@@ -87,7 +132,9 @@ func (s *Server) createPipeline(w http.ResponseWriter, r *http.Request, p *princ
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, toPipeline(created))
+	out := toPipeline(created)
+	out.Warnings = warnings(parsed)
+	writeJSON(w, http.StatusCreated, out)
 	return nil
 }
 
@@ -136,8 +183,10 @@ func (s *Server) updatePipeline(w http.ResponseWriter, r *http.Request, p *princ
 	if err := decode(r, &req); err != nil {
 		return err
 	}
+	var parsed *pipeline.Pipeline
 	if req.Definition != nil {
-		if _, err := parseDefinition(*req.Definition); err != nil {
+		var err error
+		if parsed, err = parseDefinition(*req.Definition); err != nil {
 			return err
 		}
 	}
@@ -171,7 +220,11 @@ func (s *Server) updatePipeline(w http.ResponseWriter, r *http.Request, p *princ
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, toPipeline(updated))
+	out := toPipeline(updated)
+	if parsed != nil {
+		out.Warnings = warnings(parsed)
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 

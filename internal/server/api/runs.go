@@ -28,6 +28,7 @@ type runJSON struct {
 	StartedAt    *time.Time        `json:"started_at,omitempty"`
 	FinishedAt   *time.Time        `json:"finished_at,omitempty"`
 	Stages       []stageJSON       `json:"stages,omitempty"`
+	Warnings     []string          `json:"warnings,omitempty"` // when triggered
 }
 
 type stageJSON struct {
@@ -190,7 +191,13 @@ func (s *Server) triggerRun(w http.ResponseWriter, r *http.Request, p *principal
 	}
 	s.audit(r.Context(), p, auditEntry{"run.trigger", "run", run.ID,
 		map[string]any{"pipeline_id": pl.ID, "pipeline": pl.Name, "run_number": run.Number, "branch": req.Branch, "event": req.Event}})
-	return s.writeRun(w, r, http.StatusCreated, run)
+	out, err := s.runTree(r.Context(), run)
+	if err != nil {
+		return err
+	}
+	out.Warnings = s.warnings.get(pl)
+	writeJSON(w, http.StatusCreated, out)
+	return nil
 }
 
 func (s *Server) listRuns(w http.ResponseWriter, r *http.Request, _ *principal) error {
