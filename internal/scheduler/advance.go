@@ -150,6 +150,9 @@ func (s *Service) advance(ctx context.Context, tx store.Tx, runID string) error 
 			if st.stages[n.Index], err = tx.Stages().SetStatus(ctx, sg.ID, store.StatusWaiting); err != nil {
 				return err
 			}
+			if _, err := s.openGate(ctx, tx, st, n); err != nil {
+				return err
+			}
 		default:
 			status := store.StatusSkipped
 			if d.Verdict == plan.Fail {

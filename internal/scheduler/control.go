@@ -60,9 +60,12 @@ func (s *Service) stopRun(ctx context.Context, tx store.Tx, runID string, status
 	return held, s.releaseGroup(ctx, tx, st)
 }
 
-// Approve records the approval (or rejection) of a stage that waits for
-// one: an approved stage's job is queued, a rejected stage is cancelled.
-func (s *Service) Approve(ctx context.Context, runID, stage string, approve bool, actor, comment string) (store.Run, error) {
+// Approve records v on the stage of a run, by name (every waiting instance
+// of a matrix stage), that waits for an approval: the stage starts once its
+// required approvals are in, and is cancelled at the first rejection.
+// ErrNotApprover if the stage's approvers do not name v's actor or role;
+// ErrConflict if nothing waits, or the actor voted on the stage already.
+func (s *Service) Approve(ctx context.Context, runID, stage string, v Vote) (store.Run, error) {
 	err := s.store.InTx(ctx, func(tx store.Tx) error {
 		st, err := s.load(ctx, tx, runID)
 		if err != nil {
@@ -74,28 +77,14 @@ func (s *Service) Approve(ctx context.Context, runID, stage string, approve bool
 				continue
 			}
 			matched = true
-			if !approve {
-				reason := "rejected by " + actor
-				if comment != "" {
-					reason += ": " + comment
-				}
-				if err := s.endStage(ctx, tx, st, n, store.StatusCancelled, reason); err != nil {
-					return err
-				}
-				continue
-			}
-			if st.stages[n.Index], err = tx.Stages().SetStatus(ctx, st.stages[n.Index].ID, store.StatusRunning); err != nil {
+			if err := s.vote(ctx, tx, st, n, v); err != nil {
 				return err
 			}
-			if _, err := tx.Jobs().Queue(ctx, st.jobs[n.Index].ID); err != nil {
-				return err
-			}
-			st.jobs[n.Index].State = store.JobQueued
 		}
 		if !matched {
 			return fmt.Errorf("%w: no stage %q of run %s waits for an approval", store.ErrConflict, stage, runID)
 		}
-		if approve {
+		if v.Approve {
 			return s.settle(ctx, tx, st)
 		}
 		return s.advance(ctx, tx, runID) // dependents of a rejected stage

@@ -11,8 +11,9 @@ import (
 )
 
 // outbox adapts the store's outbox to the relay: it names each event's
-// subject and shapes its payload. Run and stage changes become the AsyncAPI
-// events of the reference spec (run.started.{pipeline}.{run}, …); every
+// subject and shapes its payload. Run, stage and approval gate changes
+// become the AsyncAPI events of the reference spec
+// (run.started.{pipeline}.{run}, approval.granted.{gate}, …); every
 // other change is published on the control plane's own feed,
 // oxide.<aggregate>.<what happened>.<id>, with the changed row as payload.
 type outbox struct {
@@ -51,6 +52,11 @@ func (o outbox) publication(ctx context.Context, ev store.Event) (string, []byte
 		var s store.Stage
 		if json.Unmarshal(ev.Payload, &s) == nil {
 			subject, payload = stageEvent(s, ev.CreatedAt)
+		}
+	case "approval_gate":
+		var g store.ApprovalGate
+		if json.Unmarshal(ev.Payload, &g) == nil {
+			subject, payload = o.approvalEvent(ctx, what, g)
 		}
 	}
 	if subject != "" {
@@ -131,6 +137,58 @@ func stageEvent(s store.Stage, at time.Time) (string, any) {
 			e.DurationMS = s.FinishedAt.Sub(*s.StartedAt).Milliseconds()
 		}
 		return events.StageCompletedSubject(s.RunID, s.Name), e
+	}
+	return "", nil
+}
+
+// approvalEvent shapes a change of an approval gate, given with its votes
+// after the change, as its AsyncAPI event: opened (requested), a vote
+// (granted or rejected: the last vote), expired. A gate closed by its votes
+// has no event of its own there.
+func (o outbox) approvalEvent(ctx context.Context, what string, g store.ApprovalGate) (string, any) {
+	r, _ := o.store.Runs().Get(ctx, g.RunID) // the pipeline is optional in the payloads
+	switch {
+	case what == string(store.ApprovalPending):
+		e := events.ApprovalRequested{
+			GateID: g.StageID, RunID: g.RunID, PipelineID: r.PipelineID, StageName: g.StageName,
+			GitRef: r.GitRef, GitSHA: r.GitSHA, RequiredApprovers: g.Required, AllowedApprovers: g.Approvers,
+			ExpiresAt: g.ExpiresAt, RequestedAt: g.CreatedAt,
+		}
+		var t struct {
+			Actor string `json:"actor"`
+		}
+		json.Unmarshal(r.Trigger, &t)
+		e.TriggeredBy = t.Actor
+		if p, err := o.store.Pipelines().Get(ctx, r.PipelineID); err == nil {
+			e.PipelineName = p.Name
+		}
+		return events.ApprovalRequestedSubject(g.StageID), e
+	case what == "vote" && len(g.Votes) > 0:
+		v := g.Votes[len(g.Votes)-1]
+		if v.Decision == store.DecisionRejected {
+			return events.ApprovalRejectedSubject(g.StageID), events.ApprovalRejected{
+				GateID: g.StageID, RunID: g.RunID, PipelineID: r.PipelineID, StageName: g.StageName,
+				RejectedBy: v.User, Reason: v.Comment, RejectedAt: v.CreatedAt,
+			}
+		}
+		n := g.Approvals()
+		return events.ApprovalGrantedSubject(g.StageID), events.ApprovalGranted{
+			GateID: g.StageID, RunID: g.RunID, PipelineID: r.PipelineID, StageName: g.StageName,
+			ApprovedBy: v.User, Comment: v.Comment, CurrentApprovals: n, RequiredApprovals: g.Required,
+			FullyApproved: n >= g.Required, ApprovedAt: v.CreatedAt,
+		}
+	case what == string(store.ApprovalExpired):
+		e := events.ApprovalExpired{
+			GateID: g.StageID, RunID: g.RunID, PipelineID: r.PipelineID, StageName: g.StageName,
+			PendingApprovals: max(g.Required-g.Approvals(), 0),
+		}
+		if g.ExpiresAt != nil {
+			e.TimeoutMinutes = int(g.ExpiresAt.Sub(g.CreatedAt).Round(time.Minute) / time.Minute)
+		}
+		if g.ClosedAt != nil {
+			e.ExpiredAt = *g.ClosedAt
+		}
+		return events.ApprovalExpiredSubject(g.StageID), e
 	}
 	return "", nil
 }
