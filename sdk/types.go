@@ -113,7 +113,30 @@ type Stage struct {
 	JobID      string     `json:"job_id,omitempty"`
 	StartedAt  *time.Time `json:"started_at,omitempty"`
 	FinishedAt *time.Time `json:"finished_at,omitempty"`
+	Approval   *Approval  `json:"approval,omitempty"` // the stage's approval gate, if it has one
 	Steps      []Step     `json:"steps,omitempty"`
+}
+
+// Approval is a stage's approval gate: the votes cast on it and how many
+// approvals it still needs.
+type Approval struct {
+	ID                string     `json:"id"`
+	Status            string     `json:"status"` // pending, approved, rejected or expired
+	RequiredApprovers int        `json:"required_approvers"`
+	CurrentApprovals  int        `json:"current_approvals"`
+	PendingApprovals  int        `json:"pending_approvals"`           // approvals still needed while pending
+	AllowedApprovers  []string   `json:"allowed_approvers,omitempty"` // token names or roles; empty: anyone who may approve
+	Approvers         []Approver `json:"approvers"`                   // the votes, in order
+	CreatedAt         time.Time  `json:"created_at"`
+	ExpiresAt         *time.Time `json:"expires_at,omitempty"`
+}
+
+// Approver is one vote on an approval gate.
+type Approver struct {
+	UserID  string    `json:"user_id"`
+	Action  string    `json:"action"` // approved or rejected
+	Comment string    `json:"comment,omitempty"`
+	ActedAt time.Time `json:"acted_at"`
 }
 
 // Step is one step of a stage instance.

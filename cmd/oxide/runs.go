@@ -172,6 +172,23 @@ func runResult(w io.Writer, output string, run sdk.Run) error {
 }
 
 // printSummary prints a run's stages and steps with their statuses.
+// printApprovals prints the approval gates of the run's stage named stage
+// (every instance of a matrix stage): the approvals still needed, or how the
+// gate ended.
+func printApprovals(w io.Writer, run sdk.Run, stage string) {
+	for _, s := range run.Stages {
+		a := s.Approval
+		if a == nil || s.Name != stage && !strings.HasPrefix(s.Name, stage+" (") {
+			continue
+		}
+		if a.Status == "pending" {
+			fmt.Fprintf(w, "%s: %d of %d approvals, %d more needed\n", s.Name, a.CurrentApprovals, a.RequiredApprovers, a.PendingApprovals)
+		} else {
+			fmt.Fprintf(w, "%s: %s\n", s.Name, a.Status)
+		}
+	}
+}
+
 func printSummary(w io.Writer, run sdk.Run) {
 	width := 0
 	for _, s := range run.Stages {
@@ -399,7 +416,9 @@ func newRunsCmd() *cobra.Command {
 				if err != nil {
 					return apiError(err)
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%s #%d (run %s): %s\n", run.PipelineName, run.Number, run.ID, run.Status)
+				w := cmd.OutOrStdout()
+				fmt.Fprintf(w, "%s #%d (run %s): %s\n", run.PipelineName, run.Number, run.ID, run.Status)
+				printApprovals(w, run, args[1])
 				return nil
 			},
 		}

@@ -44,6 +44,9 @@ var (
 // maxTimeout bounds every timeout, so that none overflows a Duration.
 const maxTimeout = 35 * 24 * time.Hour
 
+// maxApprovers bounds an approval's required_approvers.
+const maxApprovers = 100
+
 // validID reports whether id can be referenced as steps.<id>: a letter or
 // '_', then letters, digits, '_' and '-'.
 func validID(id string) bool {
@@ -267,11 +270,12 @@ func (d *decoder) stageDef(n ast.Node) *Stage {
 		s.Matrix = d.matrix(v)
 	}
 	if v, ok := o.get("approval"); ok {
-		if a := d.object(v, "approval", "approval", []string{"required", "approvers", "timeout_hours"}); a != nil {
+		if a := d.object(v, "approval", "approval", []string{"required", "approvers", "required_approvers", "timeout_hours"}); a != nil {
 			s.Approval = &Approval{
-				Required:     a.boolean("required", true),
-				Approvers:    a.texts("approvers"),
-				TimeoutHours: a.integer("timeout_hours", 0, 1, int(maxTimeout/time.Hour)),
+				Required:          a.boolean("required", true),
+				Approvers:         a.texts("approvers"),
+				RequiredApprovers: a.integer("required_approvers", 1, 1, maxApprovers),
+				TimeoutHours:      a.integer("timeout_hours", 0, 1, int(maxTimeout/time.Hour)),
 			}
 		}
 	}

@@ -109,7 +109,7 @@ func TestReferenceExamples(t *testing.T) {
 	check(t, "deploy-aws triggers", aws.Triggers[0].Type, TriggerPush)
 	check(t, "deploy-aws trigger paths", aws.Triggers[0].Paths, []string{"src/**", "infrastructure/**"})
 	check(t, "deploy-aws approval", *stage(t, aws, "deploy-production").Approval,
-		Approval{Required: true, Approvers: []string{"platform-team", "backend-lead"}, TimeoutHours: 24})
+		Approval{Required: true, Approvers: []string{"platform-team", "backend-lead"}, RequiredApprovers: 1, TimeoutHours: 24})
 	check(t, "deploy-aws s3-sync with", step(t, stage(t, aws, "deploy-static"), "s3-sync").With,
 		map[string]any{"source": "dist/", "bucket": "myapp-static-prod", "delete": true})
 
@@ -253,6 +253,16 @@ stages:
         outputs: out
 `,
 		want: `t.yaml:8:18: outputs: expected a list, got a string`,
+	}, {
+		name: "required approvers out of range",
+		src: `version: "1"
+name: t
+stages:
+  - name: a
+    approval: {required: true, required_approvers: 0}
+    steps: [{name: s, run: x}]
+`,
+		want: `t.yaml:5:52: required_approvers must be between 1 and 100, got 0`,
 	}, {
 		name: "duplicate stage",
 		src: `version: "1"

@@ -175,11 +175,17 @@ type Dimension struct {
 	Values []any
 }
 
-// Approval is a manual gate before a stage runs.
+// Approval is a manual gate before a stage runs: it opens when the stage's
+// dependencies are done and lets the stage start once RequiredApprovers of
+// the Approvers have approved it, or ends it at the first rejection or
+// after TimeoutHours (0: no limit but the pipeline's timeout).
 type Approval struct {
-	Required     bool
-	Approvers    []string
-	TimeoutHours int
+	Required bool
+	// Approvers are who may vote: API token names or roles; empty lets
+	// anyone whom the API lets approve.
+	Approvers         []string
+	RequiredApprovers int // approvals needed; at least 1
+	TimeoutHours      int
 }
 
 // Concurrency limits runs of one group to one at a time.

@@ -68,8 +68,9 @@ type Node struct {
 
 // Approval is a manual gate before a node runs.
 type Approval struct {
-	Approvers []string      `json:"approvers,omitempty"`
-	Timeout   time.Duration `json:"timeout,omitempty"`
+	Approvers []string      `json:"approvers,omitempty"` // token names or roles; none: anyone who may approve
+	Required  int           `json:"required"`            // approvals needed
+	Timeout   time.Duration `json:"timeout,omitempty"`   // 0: none
 }
 
 // Compile plans p and compiles it with trigger t. p must have been
@@ -117,7 +118,7 @@ func compileNode(p *pipeline.Pipeline, n *Instance, t Trigger) *Node {
 		out.Condition = c
 	}
 	if a := s.Approval; a != nil && a.Required {
-		out.Approval = &Approval{Approvers: a.Approvers, Timeout: time.Duration(a.TimeoutHours) * time.Hour}
+		out.Approval = &Approval{Approvers: a.Approvers, Required: max(a.RequiredApprovers, 1), Timeout: time.Duration(a.TimeoutHours) * time.Hour}
 	}
 	out.Retry = retry(s.Retry)
 	if m := n.Source.Matrix; m != nil {

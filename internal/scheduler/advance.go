@@ -116,7 +116,9 @@ func (s *Service) next(ctx context.Context, tx store.Tx, st *runState, ev plan.E
 		case plan.Start:
 			err = s.startNode(ctx, tx, st, a)
 		case plan.Wait:
-			st.stages[a.Node], err = tx.Stages().SetStatus(ctx, st.stages[a.Node].ID, store.StatusWaiting)
+			if st.stages[a.Node], err = tx.Stages().SetStatus(ctx, st.stages[a.Node].ID, store.StatusWaiting); err == nil {
+				_, err = s.openGate(ctx, tx, st, a.Node)
+			}
 		case plan.End:
 			j := st.jobs[a.Node]
 			if err = s.endStage(ctx, tx, st, a.Node, a.Status, a.Reason); err == nil && a.Stop &&

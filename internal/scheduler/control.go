@@ -42,9 +42,12 @@ func (s *Service) stopRun(ctx context.Context, tx store.Tx, runID string, status
 	return st.stopped, err
 }
 
-// Approve records the approval (or rejection) of a stage that waits for
-// one: an approved stage's job is queued, a rejected stage is cancelled.
-func (s *Service) Approve(ctx context.Context, runID, stage string, approve bool, actor, comment string) (store.Run, error) {
+// Approve records v on the stage of a run, by name (every waiting instance
+// of a matrix stage), that waits for an approval: the stage starts once its
+// required approvals are in, and is cancelled at the first rejection.
+// ErrNotApprover if the stage's approvers do not name v's actor or role;
+// ErrConflict if nothing waits, or the actor voted on the stage already.
+func (s *Service) Approve(ctx context.Context, runID, stage string, v Vote) (store.Run, error) {
 	err := s.store.InTx(ctx, func(tx store.Tx) error {
 		st, err := s.load(ctx, tx, runID)
 		if err != nil {
@@ -56,15 +59,7 @@ func (s *Service) Approve(ctx context.Context, runID, stage string, approve bool
 				continue
 			}
 			matched = true
-			var ev plan.Event = plan.Approved{Node: n.Index}
-			if !approve {
-				reason := "rejected by " + actor
-				if comment != "" {
-					reason += ": " + comment
-				}
-				ev = plan.Rejected{Node: n.Index, Status: spec.StatusCancelled, Reason: reason}
-			}
-			if err := s.next(ctx, tx, st, ev); err != nil {
+			if err := s.vote(ctx, tx, st, n, v); err != nil {
 				return err
 			}
 		}

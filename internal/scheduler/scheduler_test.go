@@ -285,10 +285,10 @@ stages:
 `
 	r := b.trigger(t, def, scheduler.TriggerRequest{})
 	b.waitRun(t, r.ID, store.RunWaiting)
-	if _, err := b.svc.Approve(t.Context(), r.ID, "build", true, "ops", ""); err == nil {
+	if _, err := b.svc.Approve(t.Context(), r.ID, "build", scheduler.Vote{Approve: true, Actor: "ops"}); err == nil {
 		t.Error("approving a stage that waits for nothing succeeded")
 	}
-	if _, err := b.svc.Approve(t.Context(), r.ID, "deploy", true, "ops", "ship it"); err != nil {
+	if _, err := b.svc.Approve(t.Context(), r.ID, "deploy", scheduler.Vote{Approve: true, Actor: "ops", Comment: "ship it"}); err != nil {
 		t.Fatal(err)
 	}
 	b.waitRun(t, r.ID, store.RunSuccess)
@@ -298,7 +298,7 @@ stages:
 
 	r = b.trigger(t, def, scheduler.TriggerRequest{})
 	b.waitRun(t, r.ID, store.RunWaiting)
-	if _, err := b.svc.Approve(t.Context(), r.ID, "deploy", false, "ops", "not today"); err != nil {
+	if _, err := b.svc.Approve(t.Context(), r.ID, "deploy", scheduler.Vote{Actor: "ops", Comment: "not today"}); err != nil {
 		t.Fatal(err)
 	}
 	r = b.waitRun(t, r.ID, store.RunFailure, store.RunSuccess)

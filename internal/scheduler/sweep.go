@@ -10,8 +10,8 @@ import (
 
 // Sweep does the periodic work of the control plane once: jobs whose
 // leases expired go back to the queue (or fail when their attempts are
-// spent, which advances their runs) and runs past their pipeline's timeout
-// end with status timeout.
+// spent, which advances their runs), runs past their pipeline's timeout
+// end with status timeout, and expired approval gates fail their stages.
 func (s *Service) Sweep(ctx context.Context) error {
 	expired, err := s.store.Jobs().RequeueExpired(ctx)
 	if err != nil {
@@ -41,7 +41,10 @@ func (s *Service) Sweep(ctx context.Context) error {
 	if requeued {
 		s.wake()
 	}
-	return s.timeouts(ctx)
+	if err := s.timeouts(ctx); err != nil {
+		return err
+	}
+	return s.ExpireApprovals(ctx, now())
 }
 
 // timeouts stops the running runs that exceeded their pipeline's timeout.

@@ -7,12 +7,14 @@ import (
 	"time"
 
 	"github.com/oxide-ci/oxide/internal/events"
+	"github.com/oxide-ci/oxide/internal/plan"
 	"github.com/oxide-ci/oxide/internal/store"
 )
 
 // outbox adapts the store's outbox to the relay: it names each event's
-// subject and shapes its payload. Run and stage changes become the AsyncAPI
-// events of the reference spec (run.started.{pipeline}.{run}, …); every
+// subject and shapes its payload. Run, stage and approval gate changes
+// become the AsyncAPI events of the reference spec
+// (run.started.{pipeline}.{run}, approval.granted.{gate}, …); every
 // other change is published on the control plane's own feed,
 // oxide.<aggregate>.<what happened>.<id>, with the changed row as payload.
 type outbox struct {
@@ -52,6 +54,11 @@ func (o outbox) publication(ctx context.Context, ev store.Event) (string, []byte
 		if json.Unmarshal(ev.Payload, &s) == nil {
 			subject, payload = stageEvent(s, ev.CreatedAt)
 		}
+	case "approval_gate":
+		var g store.ApprovalGate
+		if json.Unmarshal(ev.Payload, &g) == nil {
+			subject, payload = o.approvalEvent(ctx, what, g)
+		}
 	}
 	if subject != "" {
 		if b, err := json.Marshal(payload); err == nil {
@@ -61,18 +68,21 @@ func (o outbox) publication(ctx context.Context, ev store.Event) (string, []byte
 	return "oxide." + events.Token(ev.Aggregate) + "." + events.Token(what) + "." + events.Token(ev.AggregateID), ev.Payload
 }
 
+// trigger reads what started run r from its compiled run, which the store
+// keeps as the run's Trigger.
+func trigger(r store.Run) plan.Trigger {
+	var c struct {
+		Trigger plan.Trigger `json:"trigger"`
+	}
+	json.Unmarshal(r.Trigger, &c)
+	return c.Trigger
+}
+
 // runEvent shapes a run's change as its AsyncAPI event, with what the
 // payloads ask beyond the run's row: the pipeline's name, the agent that
 // took its first job, and the count of stages passed and failed.
 func (o outbox) runEvent(ctx context.Context, r store.Run, at time.Time) (string, any) {
-	var c struct { // the compiled run's trigger
-		Trigger struct {
-			Event string `json:"event"`
-			Actor string `json:"actor"`
-		} `json:"trigger"`
-	}
-	json.Unmarshal(r.Trigger, &c)
-	t := c.Trigger
+	t := trigger(r)
 	var name string
 	if p, err := o.store.Pipelines().Get(ctx, r.PipelineID); err == nil {
 		name = p.Name
@@ -134,6 +144,54 @@ func stageEvent(s store.Stage, at time.Time) (string, any) {
 			e.DurationMS = s.FinishedAt.Sub(*s.StartedAt).Milliseconds()
 		}
 		return events.StageCompletedSubject(s.RunID, s.Name), e
+	}
+	return "", nil
+}
+
+// approvalEvent shapes a change of an approval gate, given with its votes
+// after the change, as its AsyncAPI event: opened (requested), a vote
+// (granted or rejected: the last vote), expired. A gate closed by its votes
+// has no event of its own there.
+func (o outbox) approvalEvent(ctx context.Context, what string, g store.ApprovalGate) (string, any) {
+	r, _ := o.store.Runs().Get(ctx, g.RunID) // the pipeline is optional in the payloads
+	switch {
+	case what == string(store.ApprovalPending):
+		e := events.ApprovalRequested{
+			GateID: g.StageID, RunID: g.RunID, PipelineID: r.PipelineID, StageName: g.StageName,
+			GitRef: r.GitRef, GitSHA: r.GitSHA, RequiredApprovers: g.Required, AllowedApprovers: g.Approvers,
+			ExpiresAt: g.ExpiresAt, RequestedAt: g.CreatedAt,
+		}
+		e.TriggeredBy = trigger(r).Actor
+		if p, err := o.store.Pipelines().Get(ctx, r.PipelineID); err == nil {
+			e.PipelineName = p.Name
+		}
+		return events.ApprovalRequestedSubject(g.StageID), e
+	case what == "vote" && len(g.Votes) > 0:
+		v := g.Votes[len(g.Votes)-1]
+		if v.Decision == store.DecisionRejected {
+			return events.ApprovalRejectedSubject(g.StageID), events.ApprovalRejected{
+				GateID: g.StageID, RunID: g.RunID, PipelineID: r.PipelineID, StageName: g.StageName,
+				RejectedBy: v.User, Reason: v.Comment, RejectedAt: v.CreatedAt,
+			}
+		}
+		n := g.Approvals()
+		return events.ApprovalGrantedSubject(g.StageID), events.ApprovalGranted{
+			GateID: g.StageID, RunID: g.RunID, PipelineID: r.PipelineID, StageName: g.StageName,
+			ApprovedBy: v.User, Comment: v.Comment, CurrentApprovals: n, RequiredApprovals: g.Required,
+			FullyApproved: n >= g.Required, ApprovedAt: v.CreatedAt,
+		}
+	case what == string(store.ApprovalExpired):
+		e := events.ApprovalExpired{
+			GateID: g.StageID, RunID: g.RunID, PipelineID: r.PipelineID, StageName: g.StageName,
+			PendingApprovals: max(g.Required-g.Approvals(), 0),
+		}
+		if g.ExpiresAt != nil {
+			e.TimeoutMinutes = int(g.ExpiresAt.Sub(g.CreatedAt).Round(time.Minute) / time.Minute)
+		}
+		if g.ClosedAt != nil {
+			e.ExpiredAt = *g.ClosedAt
+		}
+		return events.ApprovalExpiredSubject(g.StageID), e
 	}
 	return "", nil
 }

@@ -106,6 +106,7 @@ type Tx interface {
 	BootstrapTokens() BootstrapTokens
 	Workers() Workers
 	Leases() Leases
+	Approvals() Approvals
 	Outbox() Outbox
 }
 

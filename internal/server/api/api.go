@@ -41,9 +41,11 @@ type Control interface {
 	TriggerRun(ctx context.Context, pipelineID string, req scheduler.TriggerRequest) (store.Run, error)
 	// CancelRun cancels a run that is not done.
 	CancelRun(ctx context.Context, runID, actor string) (store.Run, error)
-	// Approve approves (or, with approve false, rejects) the stage of a run,
-	// by stage name, that waits for an approval.
-	Approve(ctx context.Context, runID, stage string, approve bool, actor, comment string) (store.Run, error)
+	// Approve records a vote on the stage of a run, by stage name, that
+	// waits for an approval: scheduler.ErrNotApprover if the stage's
+	// approvers do not name the voter, store.ErrConflict if the voter voted
+	// on it already.
+	Approve(ctx context.Context, runID, stage string, v scheduler.Vote) (store.Run, error)
 	// SubmitJob queues a validated job spec as a job of its own (no run).
 	// The job's Spec must be the JSON of spec: the API shows it as is.
 	SubmitJob(ctx context.Context, spec jobspec.Spec, actor string) (store.Job, error)

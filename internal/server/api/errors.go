@@ -11,6 +11,7 @@ import (
 
 	"github.com/oxide-ci/oxide/internal/jobspec"
 	"github.com/oxide-ci/oxide/internal/pipeline"
+	"github.com/oxide-ci/oxide/internal/scheduler"
 	"github.com/oxide-ci/oxide/internal/store"
 )
 
@@ -59,9 +60,9 @@ type errorJSON struct {
 }
 
 // writeError answers err. It is the one place where errors become HTTP
-// statuses: the store's sentinels (wrapped by the store or by Control),
-// pipeline and job spec validation errors, body limits, and errors that
-// handlers made with errorf.
+// statuses: the store's sentinels (wrapped by the store or by Control), the
+// scheduler's ErrNotApprover, pipeline and job spec validation errors, body
+// limits, and errors that handlers made with errorf.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var (
 		ae   *apiError
@@ -86,6 +87,8 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 			msg = "invalid job spec"
 		}
 		ae = &apiError{status: http.StatusBadRequest, code: codeInvalidRequest, msg: msg, details: verr.Problems}
+	case errors.Is(err, scheduler.ErrNotApprover):
+		ae = errorf(http.StatusForbidden, codeForbidden, "%s", clean(err))
 	case errors.Is(err, store.ErrNotFound):
 		ae = errorf(http.StatusNotFound, codeNotFound, "%s", clean(err))
 	case errors.Is(err, store.ErrConflict):

@@ -40,7 +40,44 @@ type stageJSON struct {
 	JobID      string       `json:"job_id,omitempty"`
 	StartedAt  *time.Time   `json:"started_at,omitempty"`
 	FinishedAt *time.Time   `json:"finished_at,omitempty"`
+	Approval   *gateJSON    `json:"approval,omitempty"`
 	Steps      []stepJSON   `json:"steps"`
+}
+
+// gateJSON is a stage's approval gate, in the words of the spec's
+// ApprovalGate; pending_approvals is how many approvals it still needs.
+type gateJSON struct {
+	ID                string               `json:"id"`
+	Status            store.ApprovalStatus `json:"status"`
+	RequiredApprovers int                  `json:"required_approvers"`
+	CurrentApprovals  int                  `json:"current_approvals"`
+	PendingApprovals  int                  `json:"pending_approvals"`
+	AllowedApprovers  []string             `json:"allowed_approvers,omitempty"`
+	Approvers         []approverJSON       `json:"approvers"`
+	CreatedAt         time.Time            `json:"created_at"`
+	ExpiresAt         *time.Time           `json:"expires_at,omitempty"`
+}
+
+// approverJSON is one vote: the spec's Approver.
+type approverJSON struct {
+	UserID  string         `json:"user_id"`
+	Action  store.Decision `json:"action"`
+	Comment string         `json:"comment,omitempty"`
+	ActedAt time.Time      `json:"acted_at"`
+}
+
+func toGate(g store.ApprovalGate) *gateJSON {
+	out := &gateJSON{
+		ID: g.StageID, Status: g.Status, RequiredApprovers: g.Required, CurrentApprovals: g.Approvals(),
+		AllowedApprovers: g.Approvers, Approvers: []approverJSON{}, CreatedAt: g.CreatedAt.UTC(), ExpiresAt: utc(g.ExpiresAt),
+	}
+	if g.Status == store.ApprovalPending {
+		out.PendingApprovals = max(g.Required-out.CurrentApprovals, 0)
+	}
+	for _, v := range g.Votes {
+		out.Approvers = append(out.Approvers, approverJSON{UserID: v.User, Action: v.Decision, Comment: v.Comment, ActedAt: v.CreatedAt.UTC()})
+	}
+	return out
 }
 
 type stepJSON struct {
@@ -117,11 +154,22 @@ func (s *Server) runTree(ctx context.Context, r store.Run) (runJSON, error) {
 	if err != nil {
 		return runJSON{}, err
 	}
+	gates, err := s.store.Approvals().List(ctx, r.ID)
+	if err != nil {
+		return runJSON{}, err
+	}
+	gateOf := make(map[string]store.ApprovalGate, len(gates))
+	for _, g := range gates {
+		gateOf[g.StageID] = g
+	}
 	out.Stages = make([]stageJSON, 0, len(stages))
 	for _, st := range stages {
 		sj := stageJSON{
 			ID: st.ID, Name: st.Name, Index: st.Index, Status: st.Status,
 			StartedAt: utc(st.StartedAt), FinishedAt: utc(st.FinishedAt), Steps: []stepJSON{},
+		}
+		if g, ok := gateOf[st.ID]; ok {
+			sj.Approval = toGate(g)
 		}
 		if j, ok := jobs[st.ID]; ok {
 			sj.JobID = j.ID
@@ -257,7 +305,8 @@ func (s *Server) approve(approve bool) handlerFunc {
 			return err
 		}
 		id, stage := r.PathValue("id"), r.PathValue("stage")
-		run, err := s.control.Approve(r.Context(), id, stage, approve, p.Name, req.Comment)
+		v := scheduler.Vote{Approve: approve, Actor: p.Name, Role: string(p.Role), Comment: req.Comment}
+		run, err := s.control.Approve(r.Context(), id, stage, v)
 		if err != nil {
 			return fmt.Errorf("run %q: %w", id, err)
 		}

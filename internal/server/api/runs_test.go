@@ -301,7 +301,7 @@ func TestCancelAndApprove(t *testing.T) {
 	b.do(t, "POST", "/api/v1/runs/nope/stages/deploy/approve", b.developer, nil).wantError(t, 404, "not_found")
 	b.do(t, "POST", "/api/v1/runs/"+runID+"/stages/deploy/approve", b.developer, map[string]any{"comment": 1}).wantError(t, 400, "invalid_request")
 	calls := b.control.Calls()
-	if !slices.Contains(calls, "Approve "+runID+" deploy true dev ship it") || !slices.Contains(calls, "Approve "+runID+" deploy false dev ") {
+	if !slices.Contains(calls, "Approve "+runID+" deploy true dev developer ship it") || !slices.Contains(calls, "Approve "+runID+" deploy false dev developer ") {
 		t.Errorf("control calls = %q", calls)
 	}
 

@@ -313,8 +313,8 @@ func (f *fakeControl) CancelRun(ctx context.Context, runID, actor string) (store
 }
 
 // Approve accepts only the stage named "deploy".
-func (f *fakeControl) Approve(ctx context.Context, runID, stage string, approve bool, actor, comment string) (store.Run, error) {
-	f.called("Approve %s %s %t %s %s", runID, stage, approve, actor, comment)
+func (f *fakeControl) Approve(ctx context.Context, runID, stage string, v scheduler.Vote) (store.Run, error) {
+	f.called("Approve %s %s %t %s %s %s", runID, stage, v.Approve, v.Actor, v.Role, v.Comment)
 	r, err := f.store.Runs().Get(ctx, runID)
 	if err != nil {
 		return r, err

@@ -164,6 +164,7 @@ func (c *conn) Tokens() store.Tokens                   { return tokens{c} }
 func (c *conn) BootstrapTokens() store.BootstrapTokens { return bootstrapTokens{c} }
 func (c *conn) Workers() store.Workers                 { return workers{c} }
 func (c *conn) Leases() store.Leases                   { return leases{c} }
+func (c *conn) Approvals() store.Approvals             { return approvals{c} }
 func (c *conn) Outbox() store.Outbox                   { return outbox{c} }
 
 // read runs fn on the open transaction, or on a pooled connection.

@@ -47,6 +47,7 @@ func Run(t *testing.T, newDB func(t *testing.T) OpenFunc) {
 		"Agents":             testAgents,
 		"Workers":            testWorkers,
 		"Leases":             testLeases,
+		"Approvals":          testApprovals,
 		"Secrets":            testSecrets,
 		"Cache":              testCache,
 		"Audit":              testAudit,
