@@ -150,7 +150,7 @@ type Step struct {
 }
 
 // TriggerRequest is the body of POST /pipelines/{id}/runs; empty fields take
-// the server's defaults (event "api").
+// the server's defaults (event "manual").
 type TriggerRequest struct {
 	Branch    string            `json:"branch,omitempty"`
 	SHA       string            `json:"sha,omitempty"`

@@ -424,7 +424,7 @@ func (f *fakeServer) trigger(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if req.Event == "" {
-		req.Event = "api"
+		req.Event = "manual"
 	}
 	run := sdk.Run{ID: f.id("r"), PipelineID: p.ID, PipelineName: p.Name, Number: n, Status: sdk.RunQueued,
 		Branch: req.Branch, SHA: req.SHA, Ref: req.Ref, Event: req.Event, Variables: req.Variables, CreatedAt: time.Now().UTC(),

@@ -86,7 +86,7 @@ is triggered and its ID and number printed. --wait waits for the run and
 	fl.BoolVar(&f.local, "local", false, "run on this machine even when a server is configured")
 	fl.IntVar(&f.parallel, "parallel", 0, "stage instances to run at once (default the CPU count)")
 	fl.StringVar(&f.branch, "branch", "", "branch the run builds (default the checkout's)")
-	fl.StringVar(&f.event, "event", "push", "event that triggered the run: push, pull_request, cron, manual, api, webhook")
+	fl.StringVar(&f.event, "event", "", "event the run stands for: push, pull_request, cron, manual, api, webhook (default manual)")
 	fl.StringVar(&f.sha, "sha", "", "commit the run builds (default the checkout's HEAD)")
 	fl.StringVar(&f.ref, "ref", "", "git ref (default refs/heads/BRANCH)")
 	fl.StringArrayVar(&f.vars, "var", nil, "set a variable, `K=V` (repeatable)")

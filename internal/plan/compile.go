@@ -40,6 +40,10 @@ type Trigger struct {
 	Actor     string            `json:"actor,omitempty"`
 }
 
+// DefaultEvent is the event of a run that somebody asked for without
+// naming one, with oxide run or through the API: the same on both paths.
+const DefaultEvent = "manual"
+
 // Git is the trigger's revision as jobs see it.
 func (t Trigger) Git() spec.Git {
 	return spec.Git{Branch: t.Branch, Ref: t.Ref, SHA: t.SHA, Event: t.Event}
@@ -79,6 +83,9 @@ func Compile(p *pipeline.Pipeline, t Trigger) (*Run, error) {
 	g, err := Build(p)
 	if err != nil {
 		return nil, err
+	}
+	if t.Event == "" {
+		t.Event = DefaultEvent
 	}
 	if t.Ref == "" && t.Branch != "" {
 		t.Ref = "refs/heads/" + t.Branch

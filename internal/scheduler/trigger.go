@@ -19,7 +19,7 @@ type nodeSpec struct {
 // TriggerRun compiles the pipeline with the trigger and stores the
 // compiled run with its stages, jobs and steps; the jobs of its root
 // stages are queued at once, unless another run of the same concurrency
-// group is in progress. An empty event is api.
+// group is in progress.
 func (s *Service) TriggerRun(ctx context.Context, pipelineID string, req TriggerRequest) (store.Run, error) {
 	sp, err := s.store.Pipelines().Get(ctx, pipelineID)
 	if err != nil {
@@ -35,9 +35,6 @@ func (s *Service) TriggerRun(ctx context.Context, pipelineID string, req Trigger
 		return store.Run{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	t := plan.Trigger{Event: req.Event, Branch: req.Branch, SHA: req.SHA, Ref: req.Ref, Variables: req.Variables, Actor: req.Actor}
-	if t.Event == "" {
-		t.Event = "api"
-	}
 	c, err := plan.Compile(p, t)
 	if err != nil {
 		return store.Run{}, fmt.Errorf("%w: %w", ErrInvalid, err)

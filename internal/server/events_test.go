@@ -112,7 +112,7 @@ func TestEventsReachJetStream(t *testing.T) {
 	ids := map[string]any{"run_id": run.ID, "pipeline_id": p.ID, "run_number": 1.0}
 
 	subj := events.RunQueuedSubject(p.ID)
-	check(subj, payload(subj), merge(ids, map[string]any{"trigger": "api", "pipeline_name": "evented"}),
+	check(subj, payload(subj), merge(ids, map[string]any{"trigger": "manual", "pipeline_name": "evented"}),
 		"run_id", "pipeline_id", "pipeline_name", "run_number", "trigger", "queued_at")
 
 	subj = events.RunStartedSubject(p.ID, run.ID)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/oxide-ci/oxide/internal/plan"
 	"github.com/oxide-ci/oxide/internal/scheduler"
 	"github.com/oxide-ci/oxide/internal/store"
 )
@@ -225,7 +226,7 @@ func (s *Server) triggerRun(w http.ResponseWriter, r *http.Request, p *principal
 		return err
 	}
 	if req.Event == "" {
-		req.Event = "api"
+		req.Event = plan.DefaultEvent
 	}
 	pl, err := findPipeline(r.Context(), s.store, r.PathValue("id"))
 	if err != nil {

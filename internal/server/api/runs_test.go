@@ -51,7 +51,7 @@ func TestTriggerAndListRuns(t *testing.T) {
 	b.do(t, "POST", "/api/v1/pipelines/web/runs", b.developer,
 		map[string]any{"branch": "main", "sha": "abc123", "variables": map[string]string{"K": "V"}}).want(t, 201).json(t, &run)
 	if run.ID == "" || run.PipelineID != pid || run.PipelineName != "web" || run.Number != 1 || run.Status != "queued" ||
-		run.Branch != "main" || run.SHA != "abc123" || run.Ref != "refs/heads/main" || run.Event != "api" || run.Variables["K"] != "V" {
+		run.Branch != "main" || run.SHA != "abc123" || run.Ref != "refs/heads/main" || run.Event != "manual" || run.Variables["K"] != "V" {
 		t.Errorf("run = %+v", run)
 	}
 	if calls := b.control.Calls(); len(calls) != 1 || calls[0] != "TriggerRun "+pid+" main dev" {
@@ -65,7 +65,7 @@ func TestTriggerAndListRuns(t *testing.T) {
 	// No body is a trigger with the defaults.
 	var run2 runResp
 	b.do(t, "POST", "/api/v1/pipelines/"+pid+"/runs", b.developer, nil).want(t, 201).json(t, &run2)
-	if run2.Number != 2 || run2.Event != "api" || run2.Variables == nil {
+	if run2.Number != 2 || run2.Event != "manual" || run2.Variables == nil {
 		t.Errorf("run2 = %+v", run2)
 	}
 	b.do(t, "POST", "/api/v1/pipelines/nope/runs", b.developer, nil).wantError(t, 404, "not_found")
