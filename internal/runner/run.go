@@ -59,14 +59,16 @@ func Run(ctx context.Context, env Environment, job *spec.Job, sink Sink) JobResu
 	}
 	r.init()
 
-	// condStatus is what success() and failure() see; res.Status is this
-	// job's own outcome.
+	// condStatus is what the steps' success() and failure() see: the
+	// job's own steps so far, as in GitHub Actions; res.Status is the
+	// job's outcome. The job's own condition sees its dependencies.
 	condStatus := StatusSuccess
-	if job.DepsFailed {
-		condStatus = StatusFailure
-	}
 	if job.Condition != nil {
-		ec, _, _ := r.exprContext(&spec.Step{}, condStatus)
+		deps := StatusSuccess
+		if job.DepsFailed {
+			deps = StatusFailure
+		}
+		ec, _, _ := r.exprContext(&spec.Step{}, deps)
 		run, why, err := job.Condition.Eval(ec)
 		switch {
 		case err != nil:

@@ -833,18 +833,33 @@ func TestEnvironmentWithoutScratchDir(t *testing.T) {
 	}
 }
 
-func TestConditionsSeeTheRunStatus(t *testing.T) {
+// TestStepsOfAStageAfterAFailure: as in GitHub Actions, the status
+// functions of a job's steps see the job's own steps, not the stages it
+// depends on: a cleanup stage that runs after a failure runs its steps;
+// its job's own condition sees the dependencies' failure.
+func TestStepsOfAStageAfterAFailure(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	notify := step("notify", "echo notify")
 	notify.Condition = &spec.Condition{If: "failure()"}
-	job := b.job(step("build", "echo no"), notify)
+	job := b.job(step("cleanup", "echo cleaning"), notify)
 	job.DepsFailed = true // an earlier stage failed
 	res, rec := b.run(t, t.Context(), job)
-	wantStatus(t, "build", res.Steps[0].Status, runner.StatusSkipped)
-	wantStatus(t, "notify", res.Steps[1].Status, runner.StatusSuccess)
+	wantStatus(t, "cleanup", res.Steps[0].Status, runner.StatusSuccess)
+	wantStatus(t, "notify", res.Steps[1].Status, runner.StatusSkipped)
 	wantStatus(t, "job", res.Status, runner.StatusSuccess)
-	if got := rec.out(1); !slices.Equal(got, []string{"notify"}) {
-		t.Errorf("notify printed %q", got)
+	if got := rec.out(0); !slices.Equal(got, []string{"cleaning"}) {
+		t.Errorf("cleanup printed %q", got)
+	}
+
+	job = b.job(step("after", "echo ran"))
+	job.DepsFailed, job.Runner.Name = true, "w1"
+	job.Condition = &spec.Condition{If: "failure() && runner.name == 'w1'"}
+	if res, _ := b.run(t, t.Context(), job); res.Status != runner.StatusSuccess || res.Steps[0].Status != runner.StatusSuccess {
+		t.Errorf("failure() in the job's condition after a failed dependency: job %s, step %s", res.Status, res.Steps[0].Status)
+	}
+	job.DepsFailed = false
+	if res, _ := b.run(t, t.Context(), job); res.Status != runner.StatusSkipped || res.Reason == "" {
+		t.Errorf("failure() in the job's condition without one: job %s (%q)", res.Status, res.Reason)
 	}
 }

@@ -67,6 +67,7 @@ func (s *Service) assignment(ctx context.Context, j store.Job) (Assignment, erro
 		if a.Work, refs, err = submittedWork(j); err != nil {
 			return Assignment{}, err
 		}
+		a.Work.JobID, a.Work.Attempt = j.ID, j.Attempt
 	} else {
 		var ns nodeSpec
 		if err := json.Unmarshal(j.Spec, &ns); err != nil {
@@ -83,7 +84,7 @@ func (s *Service) assignment(ctx context.Context, j store.Job) (Assignment, erro
 			if err := s.loadOutputs(ctx, tx, st); err != nil {
 				return err
 			}
-			a.Work = st.m.Job(ns.Node, j.ID, j.Attempt)
+			a.Work = st.m.Job(ns.Node, j.ID, st.m.Nodes[ns.Node].Attempt)
 			refs, pipelineID = st.m.Run.Nodes[ns.Node].Secrets, st.run.PipelineID
 			return nil
 		})
@@ -91,7 +92,6 @@ func (s *Service) assignment(ctx context.Context, j store.Job) (Assignment, erro
 			return Assignment{}, err
 		}
 	}
-	a.Work.JobID, a.Work.Attempt = j.ID, j.Attempt
 	var missing []string
 	for _, ref := range refs {
 		if ref.Provider == "environment" {

@@ -39,10 +39,13 @@ func (s Status) Done() bool {
 // Job is one stage instance, self-contained: what a worker needs to run its
 // steps and what their expressions see.
 type Job struct {
-	Version  int           `json:"version"`
-	RunID    string        `json:"run_id,omitempty"`
-	JobID    string        `json:"job_id,omitempty"`
-	Attempt  int           `json:"attempt,omitempty"` // the control plane's claim of the job, 1-based
+	Version int    `json:"version"`
+	RunID   string `json:"run_id,omitempty"`
+	JobID   string `json:"job_id,omitempty"`
+	// Attempt counts the runs of the stage instance, 1-based: 2 and more
+	// are its stage retries. For a job submitted directly it counts its
+	// claims.
+	Attempt  int           `json:"attempt,omitempty"`
 	Pipeline string        `json:"pipeline,omitempty"`
 	Stage    string        `json:"stage"` // instance name, e.g. "test (linux, 1.75)"
 	Steps    []*Step       `json:"steps"`
