@@ -225,7 +225,9 @@ func (s *Service) AppendLogs(ctx context.Context, jobID, runID string, lines []s
 		return nil
 	}
 	for _, l := range lines {
-		b, _ := json.Marshal(events.StepOutput{RunID: runID, StepID: l.StepID, Stream: l.Stream, Line: l.Text, LineNumber: int(l.Seq), Timestamp: l.Time})
+		b, _ := json.Marshal(events.StepOutput{
+			RunID: runID, StepID: l.StepID, Stream: l.Stream, Line: l.Text, LineNumber: int(l.Seq), Attempt: l.Attempt, Timestamp: l.Time,
+		})
 		s.live.Publish(events.StepOutputSubject(runID, l.StepID), b)
 	}
 	return nil

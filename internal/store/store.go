@@ -456,11 +456,12 @@ type Steps interface {
 
 // LogLine is one line of a job's output.
 type LogLine struct {
-	Seq    int64     `json:"seq"`               // per job, increasing, set by the agent
-	StepID string    `json:"step_id,omitempty"` // the step's Key: its id in the pipeline
-	Stream string    `json:"stream"`            // stdout, stderr or system
-	Text   string    `json:"text"`
-	Time   time.Time `json:"time"`
+	Seq     int64     `json:"seq"`               // per job, increasing: workers put the attempt in the high 32 bits
+	Attempt int       `json:"attempt"`           // the job's attempt that wrote it
+	StepID  string    `json:"step_id,omitempty"` // the step's Key: its id in the pipeline
+	Stream  string    `json:"stream"`            // stdout, stderr or system
+	Text    string    `json:"text"`
+	Time    time.Time `json:"time"`
 }
 
 // Logs stores job output. No events: the server streams lines itself.

@@ -471,7 +471,10 @@ func (sess *session) logs(b *agentrpc.LogBatch) error {
 	}
 	lines := make([]store.LogLine, len(b.GetLines()))
 	for i, x := range b.GetLines() {
-		lines[i] = store.LogLine{Seq: x.GetSeq(), StepID: x.GetStepId(), Stream: x.GetStream(), Text: x.GetText()}
+		lines[i] = store.LogLine{Seq: x.GetSeq(), Attempt: int(x.GetAttempt()), StepID: x.GetStepId(), Stream: x.GetStream(), Text: x.GetText()}
+		if lines[i].Attempt == 0 {
+			lines[i].Attempt = l.Attempt // an agent older than attempts in lines
+		}
 		if x.GetTime().IsValid() {
 			lines[i].Time = x.GetTime().AsTime()
 		}
