@@ -41,6 +41,11 @@ func (s *Service) Claim(ctx context.Context, workerID string, labels []string, l
 	}
 	out := make([]Assignment, 0, len(jobs))
 	for _, j := range jobs {
+		if j.Attempt > 1 {
+			if err := s.AppendLogs(ctx, j.ID, j.RunID, []store.LogLine{attemptLine(j)}); err != nil {
+				s.log.Warn("attempt line", "job_id", j.ID, "err", err)
+			}
+		}
 		a, err := s.assignment(ctx, j)
 		if err != nil {
 			s.log.Warn("job cannot start", "job_id", j.ID, "err", err)
