@@ -167,12 +167,13 @@ type ListRunsOptions struct {
 
 // LogLine is one line of a run's or a job's output.
 type LogLine struct {
-	Stage  string    `json:"stage,omitempty"`
-	Step   string    `json:"step,omitempty"`
-	Stream string    `json:"stream"` // stdout, stderr or system
-	Seq    int64     `json:"seq"`
-	Text   string    `json:"text"`
-	Time   time.Time `json:"time"`
+	Stage   string    `json:"stage,omitempty"`
+	Step    string    `json:"step,omitempty"`
+	Stream  string    `json:"stream"` // stdout, stderr or system
+	Seq     int64     `json:"seq"`
+	Attempt int       `json:"attempt"` // the job's attempt that wrote it: 1, 2, …
+	Text    string    `json:"text"`
+	Time    time.Time `json:"time"`
 }
 
 // LogPage is a slice of a log: pass Next back as after to continue. No lines

@@ -39,7 +39,7 @@ func startControlPlane(t *testing.T, agentTimeout time.Duration) *controlPlane {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	svc := scheduler.New(scheduler.Config{Store: st, Lease: 30 * time.Second})
+	svc := scheduler.New(scheduler.Config{Store: st, Lease: 30 * time.Second, AgentTimeout: agentTimeout})
 	ca, err := pki.NewCA("e2e CA")
 	if err != nil {
 		t.Fatal(err)
@@ -49,8 +49,7 @@ func startControlPlane(t *testing.T, agentTimeout time.Duration) *controlPlane {
 		t.Fatal(err)
 	}
 	srv, err := agentsvc.New(agentsvc.Config{
-		Store: st, Control: svc, CA: ca, Certificate: cert, AgentTimeout: agentTimeout,
-		Poll: 50 * time.Millisecond, Supervise: 100 * time.Millisecond,
+		Store: st, Control: svc, CA: ca, Certificate: cert, Poll: 50 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -61,12 +60,12 @@ func startControlPlane(t *testing.T, agentTimeout time.Duration) *controlPlane {
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	sctx, stopSupervise := context.WithCancel(ctx)
-	supervised := make(chan struct{})
-	go func() { defer close(supervised); srv.Supervise(sctx) }()
+	sctx, stopSweeps := context.WithCancel(ctx)
+	swept := make(chan struct{})
+	go func() { defer close(swept); svc.Run(sctx, 100*time.Millisecond) }()
 	t.Cleanup(func() {
-		stopSupervise()
-		<-supervised
+		stopSweeps()
+		<-swept
 		stop, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		srv.Stop(stop)
@@ -208,7 +207,8 @@ func TestEndToEnd(t *testing.T) {
 }
 
 // checkStoredLog checks the stored log of one attempt of a job: lines
-// "line 1" … "line n" with consecutive sequence numbers, each once.
+// "line 1" … "line n" with consecutive sequence numbers, each once, after
+// the system line that opens an attempt after the first.
 func checkStoredLog(t *testing.T, cp *controlPlane, jobID string, attempt, n int) {
 	t.Helper()
 	all, err := cp.st.Logs().Read(context.Background(), jobID, 0, 0)
@@ -217,9 +217,16 @@ func checkStoredLog(t *testing.T, cp *controlPlane, jobID string, attempt, n int
 	}
 	var lines []store.LogLine
 	for _, l := range all {
-		if int(l.Seq>>32) == attempt {
+		if l.Attempt == attempt {
 			lines = append(lines, l)
 		}
+	}
+	if attempt > 1 {
+		// The server's line opens the attempt: the agent before was lost.
+		if want := fmt.Sprintf("attempt %d of 3 after agent lost", attempt); len(lines) == 0 || lines[0].Text != want || lines[0].Stream != "system" {
+			t.Fatalf("attempt %d opens with %+v, want the system line %q", attempt, lines[:min(1, len(lines))], want)
+		}
+		lines = lines[1:]
 	}
 	if len(lines) != n {
 		t.Fatalf("attempt %d: %d lines stored, want %d", attempt, len(lines), n)

@@ -580,3 +580,47 @@ func jsonSame(a, b string) bool {
 	}
 	return reflect.DeepEqual(x, y)
 }
+
+// TestLogsAttempts: `oxide logs` prints each retried attempt of a stage
+// after a header made of the system line that opens it, not as one stream
+// with the attempts before.
+func TestLogsAttempts(t *testing.T) {
+	f := newFake(t)
+	clientEnv(t, f.URL, fakeToken)
+	line := func(stage, step string, attempt int, seq int64, text string) sdk.LogLine {
+		l := sdk.LogLine{Stage: stage, Step: step, Stream: "stdout", Attempt: attempt, Seq: int64(attempt)<<32 + seq, Text: text}
+		if step == "" {
+			l.Stream = "system"
+		}
+		return l
+	}
+	f.mu.Lock()
+	f.runs["r9"] = &fakeRun{run: sdk.Run{ID: "r9", Status: sdk.RunSuccess}, reads: 2, lines: []sdk.LogLine{
+		line("build", "test", 1, 1, "compiling"),
+		line("build", "test", 1, 2, "running tests"),
+		line("build", "", 2, 0, "attempt 2 of 3 after agent lost"),
+		line("build", "test", 2, 1, "compiling"),
+		line("build", "test", 2, 2, "ok"),
+		line("deploy", "push", 1, 1, "deployed"),
+		line("notify", "send", 2, 1, "sent"), // attempt 2 without its system line
+	}}
+	f.mu.Unlock()
+	r := oxide(t, "", "logs", "r9").must(t, 0)
+	want := `[build/test] compiling
+[build/test] running tests
+[build] ── attempt 2 of 3 (agent lost) ──
+[build/test] compiling
+[build/test] ok
+[deploy/push] deployed
+[notify] ── attempt 2 ──
+[notify/send] sent
+`
+	if r.stdout != want {
+		t.Errorf("logs:\n%s\nwant:\n%s", r.stdout, want)
+	}
+	r = oxide(t, "", "logs", "-o", "json", "r9").must(t, 0)
+	var l sdk.LogLine
+	if err := json.Unmarshal([]byte(strings.Split(r.stdout, "\n")[2]), &l); err != nil || l.Attempt != 2 || l.Stream != "system" {
+		t.Errorf("logs -o json, third line: %+v (%v)", l, err)
+	}
+}

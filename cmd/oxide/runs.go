@@ -225,14 +225,29 @@ func printSummary(w io.Writer, run sdk.Run) {
 }
 
 // logPrinter prints log lines as a local run does, "[stage/step] text", or
-// as JSON, one line each.
+// as JSON, one line each. Before the lines of a job's attempt 2 and later,
+// it prints a header, "── attempt 2 of 3 (agent lost) ──", made of the
+// system line that opens the attempt (which it does not print itself).
 func logPrinter(w io.Writer, output string) func(sdk.LogLine) {
 	if output == "json" {
 		enc := json.NewEncoder(w)
 		enc.SetEscapeHTML(false)
 		return func(l sdk.LogLine) { enc.Encode(l) }
 	}
+	attempts := map[string]int{} // by stage: the attempt of its last line
 	return func(l sdk.LogLine) {
+		if prev, ok := attempts[l.Stage]; l.Attempt > 1 && (!ok || l.Attempt != prev) {
+			attempts[l.Stage] = l.Attempt
+			header, opens := attemptHeader(l)
+			if l.Stage != "" {
+				header = "[" + l.Stage + "] " + header
+			}
+			fmt.Fprintln(w, header)
+			if opens {
+				return
+			}
+		}
+		attempts[l.Stage] = l.Attempt
 		where := l.Stage
 		if l.Step != "" {
 			where += "/" + l.Step
@@ -243,6 +258,23 @@ func logPrinter(w io.Writer, output string) func(sdk.LogLine) {
 		}
 		fmt.Fprintf(w, "[%s] %s\n", where, l.Text)
 	}
+}
+
+// attemptHeader returns the header of attempt l.Attempt, whose first line
+// l is. The server opens every attempt after the first with a system line
+// "attempt 2 of 3 after agent lost" (docs/api.md): from that line, opens
+// is true and the header "── attempt 2 of 3 (agent lost) ──"; from
+// another, "── attempt 2 ──".
+func attemptHeader(l sdk.LogLine) (header string, opens bool) {
+	var n, of int
+	if _, err := fmt.Sscanf(l.Text, "attempt %d of %d", &n, &of); l.Stream != "system" || err != nil || n != l.Attempt {
+		return fmt.Sprintf("── attempt %d ──", l.Attempt), false
+	}
+	header = fmt.Sprintf("attempt %d of %d", n, of)
+	if _, reason, ok := strings.Cut(l.Text, " after "); ok {
+		header += " (" + reason + ")"
+	}
+	return "── " + header + " ──", true
 }
 
 func newLogsCmd() *cobra.Command {

@@ -305,7 +305,7 @@ func (c *control) AppendLogs(ctx context.Context, jobID, runID string, lines []s
 			}
 			size += n
 			b.Lines = append(b.Lines, &agentrpc.LogLine{
-				Seq: x.Seq, StepId: x.StepID, Stream: x.Stream, Text: x.Text, Time: timestamppb.New(x.Time),
+				Seq: x.Seq, Attempt: int32(x.Attempt), StepId: x.StepID, Stream: x.Stream, Text: x.Text, Time: timestamppb.New(x.Time),
 			})
 			lines = lines[1:]
 		}

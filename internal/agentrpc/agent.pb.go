@@ -585,6 +585,7 @@ type LogLine struct {
 	Stream        string                 `protobuf:"bytes,3,opt,name=stream,proto3" json:"stream,omitempty"` // stdout, stderr or system
 	Text          string                 `protobuf:"bytes,4,opt,name=text,proto3" json:"text,omitempty"`
 	Time          *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=time,proto3" json:"time,omitempty"`
+	Attempt       int32                  `protobuf:"varint,6,opt,name=attempt,proto3" json:"attempt,omitempty"` // the job's attempt that wrote it
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -652,6 +653,13 @@ func (x *LogLine) GetTime() *timestamppb.Timestamp {
 		return x.Time
 	}
 	return nil
+}
+
+func (x *LogLine) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
 }
 
 // LogBatch carries up to 100 lines of one job; batch_seq numbers the
@@ -1482,13 +1490,14 @@ const file_agent_proto_rawDesc = "" +
 	"\x12memory_total_bytes\x18\x03 \x01(\x03R\x10memoryTotalBytes\x12&\n" +
 	"\x0fdisk_free_bytes\x18\x04 \x01(\x03R\rdiskFreeBytes\x12!\n" +
 	"\frunning_jobs\x18\x05 \x03(\tR\vrunningJobs\x12\x1a\n" +
-	"\bdraining\x18\x06 \x01(\bR\bdraining\"\x90\x01\n" +
+	"\bdraining\x18\x06 \x01(\bR\bdraining\"\xaa\x01\n" +
 	"\aLogLine\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x03R\x03seq\x12\x17\n" +
 	"\astep_id\x18\x02 \x01(\tR\x06stepId\x12\x16\n" +
 	"\x06stream\x18\x03 \x01(\tR\x06stream\x12\x12\n" +
 	"\x04text\x18\x04 \x01(\tR\x04text\x12.\n" +
-	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\x9a\x01\n" +
+	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x18\n" +
+	"\aattempt\x18\x06 \x01(\x05R\aattempt\"\x9a\x01\n" +
 	"\bLogBatch\x12\x1b\n" +
 	"\tbatch_seq\x18\x01 \x01(\x04R\bbatchSeq\x12+\n" +
 	"\x05lease\x18\x02 \x01(\v2\x15.oxide.agent.v1.LeaseR\x05lease\x12\x15\n" +

@@ -107,6 +107,7 @@ type StepOutput struct {
 	Stream     string    `json:"stream"`
 	Line       string    `json:"line"`
 	LineNumber int       `json:"line_number"`
+	Attempt    int       `json:"attempt"` // the job's attempt that printed it
 	Timestamp  time.Time `json:"timestamp"`
 }
 

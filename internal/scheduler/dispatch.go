@@ -41,6 +41,11 @@ func (s *Service) Claim(ctx context.Context, workerID string, labels []string, l
 	}
 	out := make([]Assignment, 0, len(jobs))
 	for _, j := range jobs {
+		if j.Attempt > 1 {
+			if err := s.AppendLogs(ctx, j.ID, j.RunID, []store.LogLine{attemptLine(j)}); err != nil {
+				s.log.Warn("attempt line", "job_id", j.ID, "err", err)
+			}
+		}
 		a, err := s.assignment(ctx, j)
 		if err != nil {
 			s.log.Warn("job cannot start", "job_id", j.ID, "err", err)
@@ -225,7 +230,9 @@ func (s *Service) AppendLogs(ctx context.Context, jobID, runID string, lines []s
 		return nil
 	}
 	for _, l := range lines {
-		b, _ := json.Marshal(events.StepOutput{RunID: runID, StepID: l.StepID, Stream: l.Stream, Line: l.Text, LineNumber: int(l.Seq), Timestamp: l.Time})
+		b, _ := json.Marshal(events.StepOutput{
+			RunID: runID, StepID: l.StepID, Stream: l.Stream, Line: l.Text, LineNumber: int(l.Seq), Attempt: l.Attempt, Timestamp: l.Time,
+		})
 		s.live.Publish(events.StepOutputSubject(runID, l.StepID), b)
 	}
 	return nil

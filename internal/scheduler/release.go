@@ -2,6 +2,9 @@ package scheduler
 
 import (
 	"context"
+	"fmt"
+	"strings"
+	"time"
 
 	"github.com/oxide-ci/oxide/internal/store"
 )
@@ -16,15 +19,10 @@ func (s *Service) FailLease(ctx context.Context, l store.Lease, reason string) e
 	if err != nil {
 		return err
 	}
-	var failed store.Job
+	var j store.Job
 	var stopped []store.Job
-	err = s.inRun(ctx, job.RunID, func(tx store.Tx) error {
-		j, err := tx.Jobs().Fail(ctx, l, reason)
-		if err != nil || !j.State.Done() || j.RunID == "" {
-			return err
-		}
-		failed = j
-		stopped, err = s.finished(ctx, tx, j, stageStatus(j.State), j.Error)
+	err = s.inRun(ctx, job.RunID, func(tx store.Tx) (err error) {
+		j, stopped, err = s.failLease(ctx, tx, l, reason)
 		return err
 	})
 	if err = ignoreConflict(err); err != nil {
@@ -33,8 +31,36 @@ func (s *Service) FailLease(ctx context.Context, l store.Lease, reason string) e
 	for _, j := range stopped {
 		s.notifyCancel(j.ID, j.Error)
 	}
-	if failed.ID == "" {
+	if j.ID != "" && !j.State.Done() {
 		s.wake() // requeued: a worker may take it
 	}
 	return nil
+}
+
+// failLease is FailLease inside tx, which holds the job's run. It returns
+// the job and the jobs that workers must be told to stop.
+func (s *Service) failLease(ctx context.Context, tx store.Tx, l store.Lease, reason string) (store.Job, []store.Job, error) {
+	j, err := tx.Jobs().Fail(ctx, l, reason)
+	if err != nil || !j.State.Done() || j.RunID == "" {
+		return j, nil, err
+	}
+	stopped, err := s.finished(ctx, tx, j, stageStatus(j.State), j.Error)
+	return j, stopped, err
+}
+
+// attemptLine is the system line that opens attempt j.Attempt > 1 of a job,
+// with why the attempt before failed: "attempt 2 of 3 after agent lost". Its
+// Seq, the attempt in the high bits and 0 below, puts it before the lines
+// of the attempt's worker (numbered from 1) and after the earlier
+// attempts'.
+func attemptLine(j store.Job) store.LogLine {
+	text := fmt.Sprintf("attempt %d of %d", j.Attempt, j.MaxAttempts)
+	if j.Error != "" {
+		reason := j.Error
+		if rest, ok := strings.CutPrefix(reason, ReasonAgentLost); ok {
+			reason = "agent lost" + rest
+		}
+		text += " after " + reason
+	}
+	return store.LogLine{Seq: int64(j.Attempt) << 32, Attempt: j.Attempt, Stream: "system", Text: text, Time: time.Now().UTC()}
 }

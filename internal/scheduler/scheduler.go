@@ -47,8 +47,11 @@ type Config struct {
 	// drops them (they are stored either way).
 	Live Publisher
 	// Lease is how long a claim lasts without a heartbeat. Default 30s.
-	Lease  time.Duration
-	Logger *slog.Logger
+	Lease time.Duration
+	// AgentTimeout is the silence after which Sweep finds an agent lost;
+	// 0: never (its jobs' leases expire instead).
+	AgentTimeout time.Duration
+	Logger       *slog.Logger
 }
 
 // SecretResolver finds the value of a secret reference for a run of
@@ -65,11 +68,13 @@ type Publisher interface {
 // Service is the control plane's orchestration. Its methods are safe for
 // concurrent use.
 type Service struct {
-	store   store.Store
-	secrets SecretResolver
-	live    Publisher
-	lease   time.Duration
-	log     *slog.Logger
+	store        store.Store
+	secrets      SecretResolver
+	live         Publisher
+	lease        time.Duration
+	agentTimeout time.Duration
+	started      time.Time
+	log          *slog.Logger
 
 	runs compiledCache
 
@@ -89,6 +94,7 @@ func New(cfg Config) *Service {
 	}
 	return &Service{
 		store: cfg.Store, secrets: cfg.Secrets, live: cfg.Live, lease: cfg.Lease, log: cfg.Logger,
+		agentTimeout: cfg.AgentTimeout, started: time.Now(),
 		runs:    compiledCache{m: map[string]*plan.Run{}},
 		cancels: map[string]map[int]func(string){},
 	}

@@ -395,8 +395,11 @@ func TestSubmittedJobAndLeaseExpiry(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// Attempt 2's log opens with why attempt 1 failed: its worker is no
+	// agent, so its lease expired, and no agent was lost.
 	lines, _ := b.store.Logs().Read(ctx, j.ID, 0, 10)
-	if len(lines) != 1 || lines[0].Text != "hi from a job" {
+	if len(lines) != 2 || lines[0].Stream != "system" || lines[0].Text != "attempt 2 of 2 after lease expired" ||
+		lines[1].Text != "hi from a job" || lines[0].Attempt != 2 || lines[1].Attempt != 2 {
 		t.Errorf("logs %+v", lines)
 	}
 	steps, _ := b.store.Steps().List(ctx, j.ID)

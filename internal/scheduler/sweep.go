@@ -2,22 +2,29 @@ package scheduler
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/oxide-ci/oxide/internal/spec"
 	"github.com/oxide-ci/oxide/internal/store"
 )
 
-// Sweep does the periodic work of the control plane once: jobs whose
-// leases expired go back to the queue (or fail when their attempts are
-// spent, which advances their runs), runs past their pipeline's timeout
-// end with status timeout, and expired approval gates fail their stages.
-func (s *Service) Sweep(ctx context.Context) error {
+// Sweep does the periodic work of the control plane once: agents silent
+// for Config.AgentTimeout are lost and their jobs go back to the queue
+// (agent_lost); then jobs whose leases expired go back to the queue
+// ("lease expired"), so that a job whose agent is lost, and whose lease
+// expires with the same silence, is reported as the agent's; jobs that
+// were on their last attempt fail instead, which advances their runs. Runs
+// past their pipeline's timeout end with status timeout, and expired
+// approval gates fail their stages. An agent that cannot be marked lost
+// holds up none of the rest.
+func (s *Service) Sweep(ctx context.Context) (err error) {
+	requeued, lostErr := s.lostAgents(ctx)
+	defer func() { err = errors.Join(lostErr, err) }()
 	expired, err := s.store.Jobs().RequeueExpired(ctx)
 	if err != nil {
 		return err
 	}
-	requeued := false
 	for _, j := range expired {
 		if !j.State.Done() {
 			requeued = true

@@ -21,7 +21,7 @@ func TestRecoverLeases(t *testing.T) {
 	}
 	defer st.Close()
 	svc := scheduler.New(scheduler.Config{Store: st})
-	for _, a := range []store.Agent{{ID: "local", Name: "local", Version: inProcess}, {ID: "remote", Name: "remote", Version: "1.0"}} {
+	for _, a := range []store.Agent{{ID: "local", Name: "local", Version: scheduler.InProcess}, {ID: "remote", Name: "remote", Version: "1.0"}} {
 		if _, err := st.Agents().Register(ctx, a); err != nil {
 			t.Fatal(err)
 		}

@@ -1,9 +1,9 @@
 // Package server wires the control plane together: the store (SQLite in
 // the data directory, or PostgreSQL), NATS JetStream (in-process, or an
-// external cluster) fed by the outbox relay, the scheduler, in-process
-// workers, the REST/WebSocket API, and the agents' gRPC endpoint with its
-// CA and supervisor. Run starts them all and stops them in order on
-// shutdown.
+// external cluster) fed by the outbox relay, the scheduler (whose sweeps
+// also find lost agents), in-process workers, the REST/WebSocket API, and
+// the agents' gRPC endpoint with its CA. Run starts them all and stops them
+// in order on shutdown.
 package server
 
 import (
@@ -84,7 +84,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 		return err
 	}
 	svc := scheduler.New(scheduler.Config{
-		Store: st, Secrets: secretResolver{st, box}, Live: livePublisher{nc}, Lease: cfg.Lease, Logger: log,
+		Store: st, Secrets: secretResolver{st, box}, Live: livePublisher{nc}, Lease: cfg.Lease, AgentTimeout: cfg.AgentTimeout,
+		Logger: log,
 	})
 	toks := tokens{st}
 	if tok, err := api.Bootstrap(ctx, toks, cfg.DataDir, os.Getenv("OXIDE_ADMIN_TOKEN")); err != nil {
@@ -128,8 +129,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 		httpServer.Close()
 		return err
 	}
-	// The scheduler's sweeps, the agents' supervisor and the in-process
-	// workers stop with work.
+	// The scheduler's sweeps (which find lost agents too) and the
+	// in-process workers stop with work.
 	work, stopWork := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { svc.Run(work, time.Second); close(done) }()
@@ -144,7 +145,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 		}
 		grpcAddr = gln.Addr().String()
 		go func() { grpcErr <- agents.Serve(gln) }()
-		go agents.Supervise(work)
 	}
 	var containers worker.Containers
 	if cfg.Agents > 0 {
@@ -163,7 +163,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 			containers = eng
 		}
 	}
-	workersDone := startWorkers(work, cfg, svc, st, containers, log)
+	workersDone := startWorkers(work, cfg, svc, containers, log)
 	var scaling sync.WaitGroup
 	if elastic != nil {
 		scaler := &provider.Autoscaler{
@@ -268,7 +268,7 @@ func drainOutbox(st store.Store, relay *natsbus.Relay, timeout time.Duration) {
 
 // startWorkers runs cfg.Agents workers in this process; the channel closes
 // when they have all stopped.
-func startWorkers(ctx context.Context, cfg Config, svc *scheduler.Service, st store.Store, containers worker.Containers, log *slog.Logger) <-chan struct{} {
+func startWorkers(ctx context.Context, cfg Config, svc *scheduler.Service, containers worker.Containers, log *slog.Logger) <-chan struct{} {
 	done := make(chan struct{})
 	host, _ := os.Hostname()
 	finished := make(chan struct{}, max(cfg.Agents, 1))
@@ -276,12 +276,12 @@ func startWorkers(ctx context.Context, cfg Config, svc *scheduler.Service, st st
 		name := fmt.Sprintf("%s-local-%d", host, i+1)
 		w := &worker.Worker{
 			ID: stableID(cfg.DataDir, name), Labels: cfg.AgentLabels, Concurrency: 1,
-			Dir: filepath.Join(cfg.DataDir, "workspaces"), HostOnly: cfg.HostOnly, Control: localControl{svc, st},
+			Dir: filepath.Join(cfg.DataDir, "workspaces"), HostOnly: cfg.HostOnly, Control: svc,
 			Heartbeat: localHeartbeat(cfg), Logger: log.With("worker", i+1), Containers: containers,
 			Runner: spec.Runner{Name: name, OS: runtime.GOOS, Arch: runtime.GOARCH},
 		}
 		_, err := svc.Register(ctx, store.Agent{
-			ID: w.ID, Name: name, Labels: w.Labels, Capacity: w.Concurrency, Version: inProcess,
+			ID: w.ID, Name: name, Labels: w.Labels, Capacity: w.Concurrency, Version: scheduler.InProcess,
 			OS: runtime.GOOS, Arch: runtime.GOARCH,
 		})
 		if err != nil {
@@ -298,10 +298,6 @@ func startWorkers(ctx context.Context, cfg Config, svc *scheduler.Service, st st
 	return done
 }
 
-// inProcess is the Version of the agents that are this server's own
-// workers.
-const inProcess = "in-process"
-
 // recoverLeases settles the jobs that workers held when the server last
 // stopped, before the first sweep: the jobs of in-process workers go back
 // to the queue (those workers died with the server), and the leases of
@@ -313,7 +309,7 @@ func recoverLeases(ctx context.Context, st store.Store, svc *scheduler.Service, 
 		return err
 	}
 	for _, a := range agents {
-		if a.Version != inProcess {
+		if a.Version != scheduler.InProcess {
 			if _, err := st.Jobs().Extend(ctx, a.ID, lease); err != nil {
 				return err
 			}
@@ -385,7 +381,7 @@ func newAgentService(cfg Config, st store.Store, svc *scheduler.Service, live sc
 	}
 	log.Info("agent endpoint", "grpc", cfg.GRPCAddr, "ca_fingerprint", ca.Fingerprint())
 	return agentsvc.New(agentsvc.Config{
-		Store: st, Control: svc, CA: ca, Certificate: cert, Live: live, AgentTimeout: cfg.AgentTimeout, Logger: log,
+		Store: st, Control: svc, CA: ca, Certificate: cert, Live: live, Logger: log,
 	})
 }
 
@@ -461,36 +457,12 @@ func newProvider(ctx context.Context, cfg Config, agents *agentsvc.Server, log *
 	}), func() { eng.Close() }, nil
 }
 
-// localControl is the scheduler as in-process workers use it: a worker
-// that the agents' supervisor found silent (the process stalled past
-// --agent-timeout) is online again at its next heartbeat, or it would
-// never claim again.
-type localControl struct {
-	*scheduler.Service
-	store store.Store
-}
-
-func (c localControl) Heartbeat(ctx context.Context, workerID string) ([]string, error) {
-	held, err := c.Service.Heartbeat(ctx, workerID)
-	if err != nil {
-		return held, err
-	}
-	if a, err := c.store.Agents().Get(ctx, workerID); err == nil && a.Status == store.AgentLost {
-		_, err = c.store.Agents().SetStatus(ctx, workerID, store.AgentOnline)
-		return held, err
-	}
-	return held, nil
-}
-
 // localHeartbeat is the heartbeat interval of in-process workers: often
-// enough for their leases and for the agents' supervisor.
+// enough for their leases.
 func localHeartbeat(cfg Config) time.Duration {
 	d := cfg.Lease
 	if d <= 0 {
 		d = 30 * time.Second // the scheduler's default lease
-	}
-	if cfg.AgentTimeout > 0 && cfg.AgentTimeout < d {
-		d = cfg.AgentTimeout
 	}
 	return max(d/3, 100*time.Millisecond)
 }

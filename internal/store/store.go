@@ -456,11 +456,12 @@ type Steps interface {
 
 // LogLine is one line of a job's output.
 type LogLine struct {
-	Seq    int64     `json:"seq"`               // per job, increasing, set by the agent
-	StepID string    `json:"step_id,omitempty"` // the step's Key: its id in the pipeline
-	Stream string    `json:"stream"`            // stdout, stderr or system
-	Text   string    `json:"text"`
-	Time   time.Time `json:"time"`
+	Seq     int64     `json:"seq"`               // per job, increasing: workers put the attempt in the high 32 bits
+	Attempt int       `json:"attempt"`           // the job's attempt that wrote it
+	StepID  string    `json:"step_id,omitempty"` // the step's Key: its id in the pipeline
+	Stream  string    `json:"stream"`            // stdout, stderr or system
+	Text    string    `json:"text"`
+	Time    time.Time `json:"time"`
 }
 
 // Logs stores job output. No events: the server streams lines itself.
@@ -523,12 +524,16 @@ type Agents interface {
 	// Heartbeat stamps LastHeartbeatAt with the current time. No event.
 	Heartbeat(ctx context.Context, id string) error
 	SetStatus(ctx context.Context, id string, status AgentStatus) (Agent, error)
-	// MarkLost marks lost the online, busy and draining agents whose last
-	// heartbeat (Register counts as one) is older than silence, and returns
-	// them.
-	// Their jobs are not touched: those go back to the queue when their
-	// leases expire.
-	MarkLost(ctx context.Context, silence time.Duration) ([]Agent, error)
+	// Silent returns, by name, the agents not heard from for silence
+	// (their last heartbeat, Register counting as one, is older) that are
+	// online, busy or draining, or offline holding a job (assigned or
+	// running): those that MarkLost would mark lost.
+	Silent(ctx context.Context, silence time.Duration) ([]Agent, error)
+	// MarkLost marks agent id lost if Silent would return it, and returns
+	// it; ErrConflict if it would not (it was heard from since, or is lost
+	// already). Its jobs are not touched: the caller fails their leases,
+	// in the same transaction.
+	MarkLost(ctx context.Context, id string, silence time.Duration) (Agent, error)
 	Delete(ctx context.Context, id string) error
 }
 

@@ -49,7 +49,7 @@ func (s *logSink) StepLines(info runner.StepInfo, stream runner.Stream, lines []
 	s.mu.Lock()
 	for _, l := range lines {
 		s.seq++
-		s.batch = append(s.batch, store.LogLine{Seq: s.seq, StepID: info.Step.ID, Stream: string(stream), Text: string(l), Time: now})
+		s.batch = append(s.batch, store.LogLine{Seq: s.seq, Attempt: s.a.Job.Attempt, StepID: info.Step.ID, Stream: string(stream), Text: string(l), Time: now})
 		if len(s.batch) >= batchLines {
 			s.flushLocked()
 		}

@@ -7,9 +7,9 @@
 // names, and must still be registered. On a Connect stream the server
 // pushes jobs to the agent as soon as they are queued (RunJob), relays
 // cancellations (CancelJob) and drains (Drain), and stores what the agent
-// reports through the scheduler, acknowledging it (Ack) once stored. The
-// supervisor marks silent agents lost and hands their jobs back to the
-// queue.
+// reports through the scheduler, acknowledging it (Ack) once stored.
+// Silent agents are found lost by the scheduler's sweep
+// (scheduler.Service.Sweep), which hands their jobs back to the queue.
 //
 // # Leases
 //
@@ -20,12 +20,12 @@
 // current are cancelled on the agent (CancelJob). Leases that the store
 // gives the agent but that the agent neither reports nor finishes within
 // OrphanGrace are failed, so that their jobs run again. A stream that ends
-// leaves the agent offline with its leases, for it to reconnect; an agent
-// silent for AgentTimeout, connected or not, is lost, and the leases it
-// holds are failed (agent_lost): their jobs run again elsewhere, or fail
-// once their attempts are spent. (An agent that disconnected holding
-// nothing stays offline; and the leases of an agent whose server died
-// with its stream expire, and are requeued by the scheduler's sweep.)
+// leaves the agent offline with its leases, for it to reconnect; the
+// sweep finds an agent silent for its AgentTimeout, connected or holding
+// jobs, lost, and fails the leases it holds (agent_lost): their jobs run
+// again elsewhere, or fail once their attempts are spent. An agent that
+// disconnected holding nothing stays offline; one that is lost is online
+// again when it connects or heartbeats.
 //
 // # Acknowledgements
 //
@@ -82,18 +82,13 @@ type Control interface {
 	OnCancel(jobID string, fn func(reason string)) (unregister func())
 }
 
-// ReasonAgentLost is why the jobs of a lost agent are failed.
-const ReasonAgentLost = "agent_lost"
-
 // Defaults of Config.
 const (
-	DefaultAgentTimeout = 30 * time.Second
-	DefaultKeepAlive    = 15 * time.Second
-	DefaultPoll         = time.Second
-	DefaultSupervise    = time.Second
-	DefaultOrphanGrace  = 10 * time.Second
-	helloTimeout        = 30 * time.Second
-	sendTimeout         = 5 * time.Second // for the last messages of a stream that ends
+	DefaultKeepAlive   = 15 * time.Second
+	DefaultPoll        = time.Second
+	DefaultOrphanGrace = 10 * time.Second
+	helloTimeout       = 30 * time.Second
+	sendTimeout        = 5 * time.Second // for the last messages of a stream that ends
 )
 
 // Config configures a Server.
@@ -108,24 +103,19 @@ type Config struct {
 	Certificate tls.Certificate
 	// Live publishes each heartbeat on agent.<id>.heartbeat; nil: none.
 	Live scheduler.Publisher
-	// AgentTimeout is the silence after which an agent is lost; default 30s.
-	AgentTimeout time.Duration
 	// KeepAlive is the interval of KeepAlive messages; default 15s.
 	KeepAlive time.Duration
 	// Poll is how often a session claims without being woken (for jobs
 	// queued by other servers) and reads the agent's status (drained by
 	// another server?); default 1s.
 	Poll time.Duration
-	// Supervise is the interval of the supervisor's checks; default 1s.
-	Supervise time.Duration
 	// OrphanGrace is how long a lease the store gives an agent may go
 	// unreported by it before it is failed; default 10s.
 	OrphanGrace time.Duration
 	Logger      *slog.Logger
 }
 
-// Server is the agent service. Use New, then Serve and Supervise; Stop
-// ends both.
+// Server is the agent service. Use New, then Serve; Stop ends it.
 type Server struct {
 	agentrpc.UnimplementedAgentServer
 
@@ -139,9 +129,8 @@ type Server struct {
 	stopOnce sync.Once
 
 	mu       sync.Mutex
-	sessions map[string]*session  // by agent ID: the agent's stream to this server
-	watched  map[string]*watcher  // by job ID: cancellations forwarded to agents
-	offline  map[string]time.Time // agents whose stream to this server ended, and when
+	sessions map[string]*session // by agent ID: the agent's stream to this server
+	watched  map[string]*watcher // by job ID: cancellations forwarded to agents
 	// statusMu orders the status writes of sessions that open and close,
 	// so that an old stream ending does not mark offline an agent that has
 	// just connected again.
@@ -156,17 +145,11 @@ func New(cfg Config) (*Server, error) {
 	if len(cfg.Certificate.Certificate) == 0 {
 		return nil, errors.New("agentsvc: no server certificate")
 	}
-	if cfg.AgentTimeout <= 0 {
-		cfg.AgentTimeout = DefaultAgentTimeout
-	}
 	if cfg.KeepAlive <= 0 {
 		cfg.KeepAlive = DefaultKeepAlive
 	}
 	if cfg.Poll <= 0 {
 		cfg.Poll = DefaultPoll
-	}
-	if cfg.Supervise <= 0 {
-		cfg.Supervise = DefaultSupervise
 	}
 	if cfg.OrphanGrace <= 0 {
 		cfg.OrphanGrace = DefaultOrphanGrace
@@ -177,7 +160,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg: cfg, store: cfg.Store, ctl: cfg.Control, log: cfg.Logger,
 		stopping: make(chan struct{}),
-		sessions: map[string]*session{}, watched: map[string]*watcher{}, offline: map[string]time.Time{},
+		sessions: map[string]*session{}, watched: map[string]*watcher{},
 	}
 	s.grpc = grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(pki.ServerTLS(cfg.Certificate))),
@@ -205,7 +188,7 @@ func (s *Server) Serve(ln net.Listener) error {
 
 // Stop ends every agent's stream (the agents reconnect, to this server
 // once it runs again or to another) and stops serving: gracefully, unless
-// ctx ends first. It stops Supervise too.
+// ctx ends first.
 func (s *Server) Stop(ctx context.Context) {
 	s.stopOnce.Do(func() { close(s.stopping) })
 	done := make(chan struct{})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"slices"
 	"strings"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/oxide-ci/oxide/internal/agentrpc"
 	"github.com/oxide-ci/oxide/internal/pki"
+	"github.com/oxide-ci/oxide/internal/scheduler"
 	"github.com/oxide-ci/oxide/internal/server/agentsvc"
 	"github.com/oxide-ci/oxide/internal/spec"
 	"github.com/oxide-ci/oxide/internal/store"
@@ -336,10 +338,88 @@ func TestCrashedAgent(t *testing.T) {
 	if got := b.job(t, j.ID); got.Error != "agent_lost" {
 		t.Errorf("requeued job %+v", got)
 	}
-	time.Sleep(200 * time.Millisecond)
+	// Silent as long, the idle agent stays offline: it holds nothing.
+	eventually(t, "the idle agent to be silent", func() bool {
+		a, err := b.store.Agents().Get(context.Background(), idle.id)
+		return err == nil && time.Since(*a.LastHeartbeatAt) > 500*time.Millisecond
+	})
+	if err := b.svc.Sweep(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	if st := b.agentStatus(t, idle.id); st != store.AgentOffline {
 		t.Errorf("idle agent %s, want offline", st)
 	}
+}
+
+// TestLostAgentAttempts: an agent that stops heartbeating mid-job is lost
+// (agent.lost, agent.disconnected) and its job is handed back with
+// agent_lost; attempt 2, on another agent, opens with a system line that
+// says why, and both attempts' lines are stored, each with its attempt,
+// though each attempt numbers its lines from 1. The lost agent, connecting
+// again, is online.
+func TestLostAgentAttempts(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setupWith(t, options{agentTimeout: 300 * time.Millisecond})
+	logs := func(a *agent, l *agentrpc.Lease, texts ...string) {
+		t.Helper()
+		batch := &agentrpc.LogBatch{BatchSeq: a.next(), Lease: l}
+		for i, text := range texts {
+			batch.Lines = append(batch.Lines, &agentrpc.LogLine{
+				Seq: int64(l.Attempt)<<32 + int64(i) + 1, Attempt: l.Attempt, StepId: "command", Stream: "stdout", Text: text, Time: timestamppb.Now(),
+			})
+		}
+		a.send(t, &agentrpc.AgentMessage{Msg: &agentrpc.AgentMessage_Logs{Logs: batch}})
+		a.expectAck(t, batch.BatchSeq)
+	}
+	lostID := b.register(t, &agentrpc.RegisterRequest{Name: "lost"})
+	a := b.connect(t, lostID, hello(1))
+	j := b.submit(t, "job")
+	run := a.expectRun(t)
+	a.send(t, accepted(run.Lease))
+	logs(a, run.Lease, "one", "two")
+	// No heartbeat from now on.
+	eventually(t, "the agent to be lost", func() bool { return b.agentStatus(t, lostID.id) == store.AgentLost })
+	if got := b.job(t, j.ID); got.State != store.JobQueued || got.Error != scheduler.ReasonAgentLost || got.WorkerID != "" {
+		t.Errorf("job after its agent was lost: %s %q (worker %q)", got.State, got.Error, got.WorkerID)
+	}
+	if evs := b.events(t, "agent.lost", lostID.id); len(evs) != 1 {
+		t.Errorf("agent.lost events %v, want 1", evs)
+	}
+	if evs := b.events(t, "agent.disconnected", lostID.id); len(evs) != 1 || payload(t, evs[0])["reason"] != "timeout" {
+		t.Errorf("agent.disconnected events %v", evs)
+	}
+
+	other := b.register(t, &agentrpc.RegisterRequest{Name: "other"})
+	o := b.connect(t, other, hello(1))
+	run2 := o.expectRun(t)
+	if run2.Lease.Attempt != 2 {
+		t.Fatalf("lease %v, want attempt 2", run2.Lease)
+	}
+	o.send(t, accepted(run2.Lease))
+	logs(o, run2.Lease, "one", "two", "three")
+	seq := o.next()
+	o.send(t, result(seq, run2.Lease, "success"))
+	o.expectAck(t, seq)
+
+	lines, err := b.store.Logs().Read(ctx, j.ID, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, l := range lines {
+		got = append(got, fmt.Sprintf("%d %s %s", l.Attempt, l.Stream, l.Text))
+	}
+	want := []string{"1 stdout one", "1 stdout two", "2 system attempt 2 of 3 after agent lost", "2 stdout one", "2 stdout two", "2 stdout three"}
+	if !slices.Equal(got, want) {
+		t.Errorf("log\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+
+	a.close()
+	b.connect(t, lostID, hello(1))
+	eventually(t, "the lost agent, connected again, to be online", func() bool {
+		return b.agentStatus(t, lostID.id) == store.AgentOnline
+	})
 }
 
 // TestReconnect: an agent that reconnects keeps the leases that are still

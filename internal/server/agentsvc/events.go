@@ -9,18 +9,10 @@ import (
 
 // Events of the service, added to the store's outbox (published as
 // oxide.<aggregate>.<what>.<id>), besides those the store writes itself
-// (agent.registered, agent.<status>, job.<state>): agent.disconnected,
-// job.dispatched, job.accepted, job.rejected. Heartbeats are not state
-// changes: they are published live only (agent.<id>.heartbeat).
-
-// agentDisconnected is the payload of agent.disconnected, as the AsyncAPI
-// AgentDisconnectedPayload.
-type agentDisconnected struct {
-	AgentID         string     `json:"agent_id"`
-	Reason          string     `json:"reason"` // graceful, timeout or error
-	LastHeartbeatAt *time.Time `json:"last_heartbeat_at,omitempty"`
-	DisconnectedAt  time.Time  `json:"disconnected_at"`
-}
+// (agent.registered, agent.<status>, job.<state>): agent.disconnected
+// (scheduler.AgentDisconnected), job.dispatched, job.accepted,
+// job.rejected. Heartbeats are not state changes: they are published live
+// only (agent.<id>.heartbeat).
 
 // jobDispatch is the payload of job.dispatched, job.accepted and
 // job.rejected.

@@ -183,7 +183,6 @@ func (s *Server) attach(ctx context.Context, sess *session, h *agentrpc.Hello) e
 	s.mu.Lock()
 	old := s.sessions[sess.id]
 	s.sessions[sess.id] = sess
-	delete(s.offline, sess.id)
 	s.mu.Unlock()
 	if old != nil {
 		old.log.Info("agent connected again: ending its older stream")
@@ -234,8 +233,8 @@ func (s *Server) attach(ctx context.Context, sess *session, h *agentrpc.Hello) e
 }
 
 // detach ends sess: unless the agent has connected again meanwhile, it is
-// offline, keeping its leases for it to reconnect, until the supervisor
-// finds it silent for AgentTimeout (CheckLost).
+// offline, keeping its leases for it to reconnect, until the scheduler's
+// sweep finds it silent and lost.
 func (s *Server) detach(sess *session, cause error) {
 	sess.cancel(cause)
 	s.statusMu.Lock()
@@ -244,9 +243,6 @@ func (s *Server) detach(sess *session, cause error) {
 	current := s.sessions[sess.id] == sess
 	if current {
 		delete(s.sessions, sess.id)
-		if !errors.Is(cause, errDeregistered) {
-			s.offline[sess.id] = time.Now()
-		}
 	}
 	s.mu.Unlock()
 	if !current {
@@ -271,7 +267,7 @@ func (s *Server) detach(sess *session, cause error) {
 				return err
 			}
 		}
-		return appendEvent(ctx, tx, "agent", sess.id, "agent.disconnected", agentDisconnected{
+		return appendEvent(ctx, tx, "agent", sess.id, "agent.disconnected", scheduler.AgentDisconnected{
 			AgentID: sess.id, Reason: reason, LastHeartbeatAt: a.LastHeartbeatAt, DisconnectedAt: time.Now().UTC(),
 		})
 	})
@@ -471,7 +467,10 @@ func (sess *session) logs(b *agentrpc.LogBatch) error {
 	}
 	lines := make([]store.LogLine, len(b.GetLines()))
 	for i, x := range b.GetLines() {
-		lines[i] = store.LogLine{Seq: x.GetSeq(), StepID: x.GetStepId(), Stream: x.GetStream(), Text: x.GetText()}
+		lines[i] = store.LogLine{Seq: x.GetSeq(), Attempt: int(x.GetAttempt()), StepID: x.GetStepId(), Stream: x.GetStream(), Text: x.GetText()}
+		if lines[i].Attempt == 0 {
+			lines[i].Attempt = l.Attempt // an agent older than attempts in lines
+		}
 		if x.GetTime().IsValid() {
 			lines[i].Time = x.GetTime().AsTime()
 		}
@@ -659,7 +658,7 @@ func (sess *session) reconcileRunning(heldIDs, running []string) {
 			continue
 		}
 		sess.log.Warn("the agent does not run a job it holds: handing it back", "job_id", id, "attempt", j.Attempt)
-		if err := s.ctl.FailLease(sess.ctx, j.Lease(), ReasonAgentLost+": the agent does not run it"); err != nil {
+		if err := s.ctl.FailLease(sess.ctx, j.Lease(), scheduler.ReasonAgentLost+": the agent does not run it"); err != nil {
 			sess.log.Warn("hand a job back", "job_id", id, "err", err)
 		}
 		sess.mu.Lock()

@@ -55,7 +55,7 @@ func setupWith(t *testing.T, o options) *bundle {
 	if o.lease == 0 {
 		o.lease = 30 * time.Second
 	}
-	svc := scheduler.New(scheduler.Config{Store: st, Lease: o.lease})
+	svc := scheduler.New(scheduler.Config{Store: st, Lease: o.lease, AgentTimeout: o.agentTimeout})
 	ca, err := pki.NewCA("test CA")
 	if err != nil {
 		t.Fatal(err)
@@ -71,8 +71,7 @@ func setupWith(t *testing.T, o options) *bundle {
 	}
 	srv, err := agentsvc.New(agentsvc.Config{
 		Store: st, Control: ctl, CA: ca, Certificate: cert, Live: live,
-		AgentTimeout: o.agentTimeout, Poll: 50 * time.Millisecond, Supervise: 50 * time.Millisecond,
-		OrphanGrace: o.orphanGrace, KeepAlive: time.Minute,
+		Poll: 50 * time.Millisecond, OrphanGrace: o.orphanGrace, KeepAlive: time.Minute,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -83,12 +82,12 @@ func setupWith(t *testing.T, o options) *bundle {
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	sctx, stopSupervise := context.WithCancel(ctx)
-	supervised := make(chan struct{})
-	go func() { defer close(supervised); srv.Supervise(sctx) }()
+	sctx, stopSweeps := context.WithCancel(ctx)
+	swept := make(chan struct{})
+	go func() { defer close(swept); svc.Run(sctx, 50*time.Millisecond) }()
 	t.Cleanup(func() {
-		stopSupervise()
-		<-supervised
+		stopSweeps()
+		<-swept
 		stop, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		srv.Stop(stop)

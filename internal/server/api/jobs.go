@@ -156,7 +156,7 @@ func (s *Server) jobLogs(w http.ResponseWriter, r *http.Request, _ *principal) e
 			return err
 		}
 		for _, l := range got {
-			lines = append(lines, logLineJSON{Step: names[l.StepID], Stream: l.Stream, Seq: l.Seq, Text: l.Text, Time: l.Time.UTC()})
+			lines = append(lines, logLineJSON{Step: names[l.StepID], Stream: l.Stream, Seq: l.Seq, Attempt: l.Attempt, Text: l.Text, Time: l.Time.UTC()})
 		}
 		after = got[len(got)-1].Seq
 	}

@@ -318,12 +318,13 @@ func (s *Server) approve(approve bool) handlerFunc {
 
 // logLineJSON is a LogLine of docs/api.md.
 type logLineJSON struct {
-	Stage  string    `json:"stage,omitempty"`
-	Step   string    `json:"step,omitempty"`
-	Stream string    `json:"stream"`
-	Seq    int64     `json:"seq"`
-	Text   string    `json:"text"`
-	Time   time.Time `json:"time"`
+	Stage   string    `json:"stage,omitempty"`
+	Step    string    `json:"step,omitempty"`
+	Stream  string    `json:"stream"`
+	Seq     int64     `json:"seq"`
+	Attempt int       `json:"attempt"`
+	Text    string    `json:"text"`
+	Time    time.Time `json:"time"`
 }
 
 type logPage struct {
@@ -434,7 +435,7 @@ func (s *Server) runLogs(w http.ResponseWriter, r *http.Request, _ *principal) e
 				return err
 			}
 			for _, l := range got {
-				lines = append(lines, logLineJSON{Stage: st.Name, Step: names[l.StepID], Stream: l.Stream, Seq: l.Seq, Text: l.Text, Time: l.Time.UTC()})
+				lines = append(lines, logLineJSON{Stage: st.Name, Step: names[l.StepID], Stream: l.Stream, Seq: l.Seq, Attempt: l.Attempt, Text: l.Text, Time: l.Time.UTC()})
 			}
 			cur.seq = got[len(got)-1].Seq
 		}

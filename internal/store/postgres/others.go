@@ -92,17 +92,33 @@ func (t agents) SetStatus(ctx context.Context, id string, status store.AgentStat
 	return out, err
 }
 
-func (t agents) MarkLost(ctx context.Context, silence time.Duration) (as []store.Agent, err error) {
-	err = t.write(ctx, func(q querier) error {
-		rows, err := q.Query(ctx, `UPDATE agents SET status = 'lost'
-			WHERE status IN ('online', 'busy', 'draining') AND last_heartbeat_at < now() - make_interval(secs => $1)
-			RETURNING `+agentCols, silence.Seconds())
-		if as, err = all(rows, err, scanAgent); err != nil {
-			return err
-		}
-		return emitRows(ctx, q, "agent", as, func(a store.Agent) string { return a.ID }, func(store.Agent) string { return "lost" })
+// silent is the condition of Agents.Silent, with parameter $1 the silence
+// in seconds.
+const silent = `last_heartbeat_at < now() - make_interval(secs => $1) AND (status IN ('online', 'busy', 'draining') OR
+	status = 'offline' AND EXISTS (SELECT 1 FROM jobs WHERE jobs.worker_id = agents.id AND jobs.state IN ('assigned', 'running')))`
+
+func (t agents) Silent(ctx context.Context, silence time.Duration) (as []store.Agent, err error) {
+	err = t.read(ctx, func(q querier) error {
+		rows, err := q.Query(ctx, `SELECT `+agentCols+` FROM agents WHERE `+silent+` ORDER BY name, id`, silence.Seconds())
+		as, err = all(rows, err, scanAgent)
+		return err
 	})
 	return as, err
+}
+
+func (t agents) MarkLost(ctx context.Context, id string, silence time.Duration) (a store.Agent, err error) {
+	err = t.write(ctx, func(q querier) error {
+		a, err = scanAgent(q.QueryRow(ctx, `UPDATE agents SET status = 'lost' WHERE id = $2 AND `+silent+`
+			RETURNING `+agentCols, silence.Seconds(), id))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return missing(ctx, q, "agents", id)
+		}
+		if err != nil {
+			return err
+		}
+		return emitOne(ctx, q, "agent", a.ID, "lost", a)
+	})
+	return a, err
 }
 
 func (t agents) Delete(ctx context.Context, id string) error {

@@ -105,17 +105,34 @@ func (t agents) SetStatus(ctx context.Context, id string, status store.AgentStat
 	return out, err
 }
 
-func (t agents) MarkLost(ctx context.Context, silence time.Duration) (as []store.Agent, err error) {
-	err = t.write(ctx, func(q querier, now time.Time) error {
-		rows, err := q.QueryContext(ctx, `UPDATE agents SET status = 'lost'
-			WHERE status IN ('online', 'busy', 'draining') AND last_heartbeat_at < ?
-			RETURNING `+agentCols, ts(now.Add(-silence)))
-		if as, err = all(rows, err, scanAgent); err != nil {
-			return err
-		}
-		return emitRows(ctx, q, now, "agent", as, func(a store.Agent) string { return a.ID }, func(store.Agent) string { return "lost" })
+// silent is the condition of Agents.Silent, with parameter ?1 the time
+// before which a heartbeat is too old.
+const silent = `last_heartbeat_at < ?1 AND (status IN ('online', 'busy', 'draining') OR status = 'offline' AND EXISTS (
+	SELECT 1 FROM jobs WHERE jobs.worker_id = agents.id AND jobs.state IN ('assigned', 'running')))`
+
+func (t agents) Silent(ctx context.Context, silence time.Duration) (as []store.Agent, err error) {
+	err = t.read(func(q querier) error {
+		rows, err := q.QueryContext(ctx, `SELECT `+agentCols+` FROM agents WHERE `+silent+` ORDER BY name, id`,
+			ts(time.Now().Add(-silence)))
+		as, err = all(rows, err, scanAgent)
+		return err
 	})
 	return as, err
+}
+
+func (t agents) MarkLost(ctx context.Context, id string, silence time.Duration) (a store.Agent, err error) {
+	err = t.write(ctx, func(q querier, now time.Time) error {
+		a, err = scanAgent(q.QueryRowContext(ctx, `UPDATE agents SET status = 'lost' WHERE id = ?2 AND `+silent+`
+			RETURNING `+agentCols, ts(now.Add(-silence)), id))
+		if errors.Is(err, sql.ErrNoRows) {
+			return missing(ctx, q, "agents", id)
+		}
+		if err != nil {
+			return err
+		}
+		return emitOne(ctx, q, now, "agent", a.ID, "lost", a)
+	})
+	return a, err
 }
 
 func (t agents) Delete(ctx context.Context, id string) error {

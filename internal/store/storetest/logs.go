@@ -15,11 +15,13 @@ import (
 	"github.com/oxide-ci/oxide/internal/store"
 )
 
-// logLine is the line with Seq seq that the tests below append: its text
-// and step vary with seq, so that a line read back shows which one it is.
+// logLine is the line with Seq seq that the tests below append: its text,
+// step and attempt vary with seq, so that a line read back shows which one
+// it is.
 func logLine(seq int64) store.LogLine {
 	at := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC).Add(time.Duration(seq) * 1001 * time.Microsecond)
-	l := store.LogLine{Seq: seq, StepID: fmt.Sprintf("step-%d", seq/50), Stream: "stdout", Text: fmt.Sprintf("line %d", seq), Time: at}
+	l := store.LogLine{Seq: seq, Attempt: 1 + int(seq/40%3), StepID: fmt.Sprintf("step-%d", seq/50), Stream: "stdout",
+		Text: fmt.Sprintf("line %d", seq), Time: at}
 	switch seq % 7 {
 	case 0:
 		l.Stream = "stderr"
@@ -169,6 +171,42 @@ func testLogsResend(t *testing.T, open OpenFunc) {
 	got, err = st.Logs().Read(context.Background(), "no-such-job", 0, 0)
 	noErr(t, err)
 	equal(t, len(got), 0)
+}
+
+// testLogsAttempts: the lines of a retried job's attempts, numbered as
+// workers number them (the attempt in Seq's high bits), are all stored, each
+// with its attempt, and read back attempt after attempt.
+func testLogsAttempts(t *testing.T, open OpenFunc) {
+	st := openStore(t, open)
+	j := enqueue(t, st, store.Job{Name: "retried"})[0]
+	attempt := func(n int, from, to int64) []store.LogLine {
+		var ls []store.LogLine
+		for i := from; i <= to; i++ {
+			l := logLine(i)
+			l.Seq, l.Attempt = int64(n)<<32+i, n
+			ls = append(ls, l)
+		}
+		return ls
+	}
+	m := logModel{}
+	m.append(t, st, j.ID, attempt(1, 1, 300))
+	// The agent is lost; the control plane writes the system line that
+	// opens attempt 2, which numbers its lines from 1 again.
+	m.append(t, st, j.ID, []store.LogLine{{Seq: 2 << 32, Attempt: 2, Stream: "system", Text: "attempt 2 of 3 after agent lost",
+		Time: time.Date(2026, 5, 2, 0, 0, 0, 0, time.UTC)}})
+	m.append(t, st, j.ID, attempt(2, 1, 300))
+	m.append(t, st, j.ID, attempt(1, 250, 310)) // attempt 1's agent resends, late
+	m.check(t, st, j.ID)
+	ls, err := st.Logs().Read(context.Background(), j.ID, 0, 0)
+	noErr(t, err)
+	per := map[int]int{}
+	for _, l := range ls {
+		per[l.Attempt]++
+	}
+	equal(t, per, map[int]int{1: 310, 2: 301})
+	if l := ls[310]; l.Attempt != 2 || l.Stream != "system" {
+		t.Fatalf("line after attempt 1's: %+v, want attempt 2's system line", l)
+	}
 }
 
 // testLogsRandom appends random overlapping batches, as agents that

@@ -45,26 +45,55 @@ func testAgents(t *testing.T, open OpenFunc) {
 	_, err = as.SetStatus(ctx, "no-such-agent", store.AgentBusy)
 	wantErr(t, err, store.ErrNotFound)
 
+	// Silent: connected agents, and offline ones holding a job; not b,
+	// offline holding nothing.
 	b, err := as.Register(ctx, store.Agent{Name: "runner-0"})
 	noErr(t, err)
 	_, err = as.SetStatus(ctx, b.ID, store.AgentOffline)
 	noErr(t, err)
-	lost, err := as.MarkLost(ctx, time.Hour)
+	c, err := as.Register(ctx, store.Agent{Name: "runner-2"})
 	noErr(t, err)
-	equal(t, len(lost), 0)
-	eventually(t, "the agent to be lost", func() bool {
-		lost, err = as.MarkLost(ctx, time.Millisecond)
+	enqueue(t, st, store.Job{Name: "held"})
+	held, err := st.Jobs().Claim(ctx, c.ID, nil, 1, time.Hour)
+	noErr(t, err)
+	equal(t, len(held), 1)
+	_, err = as.SetStatus(ctx, c.ID, store.AgentOffline)
+	noErr(t, err)
+	silent, err := as.Silent(ctx, time.Hour)
+	noErr(t, err)
+	equal(t, len(silent), 0)
+	_, err = as.MarkLost(ctx, a.ID, time.Hour)
+	wantErr(t, err, store.ErrConflict)
+	eventually(t, "the agents to be silent", func() bool {
+		silent, err = as.Silent(ctx, time.Millisecond)
 		noErr(t, err)
-		return len(lost) > 0
+		return len(silent) == 2
 	})
-	if len(lost) != 1 || lost[0].ID != a.ID || lost[0].Status != store.AgentLost {
-		t.Fatalf("lost %+v", lost) // runner-0 is offline, not lost
+	if silent[0].ID != a.ID || silent[1].ID != c.ID {
+		t.Fatalf("silent %+v, want runner-1 and runner-2", silent)
+	}
+	_, err = as.MarkLost(ctx, b.ID, time.Millisecond)
+	wantErr(t, err, store.ErrConflict)
+	_, err = as.MarkLost(ctx, "no-such-agent", time.Millisecond)
+	wantErr(t, err, store.ErrNotFound)
+	for _, s := range silent {
+		lost, err := as.MarkLost(ctx, s.ID, time.Millisecond)
+		noErr(t, err)
+		equal(t, lost.Status, store.AgentLost)
+		_, err = as.MarkLost(ctx, s.ID, time.Millisecond)
+		wantErr(t, err, store.ErrConflict) // lost already
 	}
 	list, err := as.List(ctx)
 	noErr(t, err)
-	if len(list) != 2 || list[0].Name != "runner-0" || list[1].Status != store.AgentLost {
+	if len(list) != 3 || list[0].Status != store.AgentOffline || list[1].Status != store.AgentLost || list[2].Status != store.AgentLost {
 		t.Fatalf("list %+v", list)
 	}
+	// Heard from again, an agent is not silent.
+	noErr(t, as.Heartbeat(ctx, c.ID))
+	_, err = as.SetStatus(ctx, c.ID, store.AgentOnline)
+	noErr(t, err)
+	_, err = as.MarkLost(ctx, c.ID, time.Hour)
+	wantErr(t, err, store.ErrConflict)
 
 	noErr(t, as.Delete(ctx, a.ID))
 	_, err = as.Get(ctx, a.ID)

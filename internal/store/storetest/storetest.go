@@ -40,6 +40,7 @@ func Run(t *testing.T, newDB func(t *testing.T) OpenFunc) {
 		"Fail":               testFail,
 		"Logs":               testLogs,
 		"LogsResend":         testLogsResend,
+		"LogsAttempts":       testLogsAttempts,
 		"LogsRandom":         testLogsRandom,
 		"LogsLarge":          testLogsLarge,
 		"LogsTx":             testLogsTx,

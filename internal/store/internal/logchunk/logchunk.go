@@ -20,27 +20,35 @@ import (
 )
 
 // A log chunk holds lines of one job, by Seq, in one log_chunks row. It is
-// encoded as chunkBinary followed by, per line:
+// encoded as chunkAttempts followed by, per line:
 //
 //	varint  Seq, minus the previous line's (the first: minus 0)
 //	varint  Time in Unix microseconds, minus the previous line's
+//	varint  Attempt, minus the previous line's
 //	uvarint 0 if StepID is the previous line's (the first: ""), else its length + 1, and its bytes
 //	uvarint the same for Stream
 //	uvarint length of Text, and its bytes
 //
-// or as chunkS2 followed by that (less chunkBinary) compressed with S2
-// (github.com/klauspost/compress/s2, a faster Snappy), when that saves an
-// eighth at least: log lines repeat themselves, and every byte saved is one
-// less to write (on SQLite, twice: to the WAL, then the database). Migration
-// 0004 wrote the chunks of the lines stored before it as JSON instead: an
-// array of [seq, step_id or null, stream, content, logged_at], logged_at as
-// text (SQLite) or in Unix microseconds (PostgreSQL).
+// or as chunkAttemptsS2 followed by that (less chunkAttempts) compressed
+// with S2 (github.com/klauspost/compress/s2, a faster Snappy), when that
+// saves an eighth at least: log lines repeat themselves, and every byte
+// saved is one less to write (on SQLite, twice: to the WAL, then the
+// database).
+//
+// Chunks written before lines had an Attempt are read too: chunkBinary and
+// chunkS2, the same without the Attempt varint, and the JSON that
+// migration 0004 wrote for the lines stored before it (an array of [seq,
+// step_id or null, stream, content, logged_at], logged_at as text (SQLite)
+// or in Unix microseconds (PostgreSQL)). Their lines' Attempt is Seq's high
+// 32 bits, where workers numbering lines have always put it.
 //
 // Both drivers store their logs this way.
 const (
-	chunkBinary = 1
-	chunkS2     = 2
-	chunkJSON   = '['
+	chunkBinary     = 1
+	chunkS2         = 2
+	chunkAttempts   = 3
+	chunkAttemptsS2 = 4
+	chunkJSON       = '['
 )
 
 // Chunk limits: a chunk ends after MaxLines lines or once it holds
@@ -53,17 +61,17 @@ const (
 
 // Writer encodes lines into chunks.
 type Writer struct {
-	buf                []byte // chunkBinary and lines
-	z                  []byte // chunkS2 and buf[1:] compressed
-	N                  int    // lines in the chunk
-	First, Last        int64  // their first and last Seq
-	prevSeq, prevTime  int64
-	prevStep, prevStrm string
+	buf                        []byte // chunkAttempts and lines
+	z                          []byte // chunkAttemptsS2 and buf[1:] compressed
+	N                          int    // lines in the chunk
+	First, Last                int64  // their first and last Seq
+	prevSeq, prevTime, prevAtt int64
+	prevStep, prevStrm         string
 }
 
 // Reset starts a chunk.
 func (w *Writer) Reset() {
-	*w = Writer{buf: append(w.buf[:0], chunkBinary), z: w.z}
+	*w = Writer{buf: append(w.buf[:0], chunkAttempts), z: w.z}
 }
 
 // Chunk returns the encoded chunk, valid until reset.
@@ -77,7 +85,7 @@ func (w *Writer) Chunk() []byte {
 		w.z = make([]byte, n)
 	}
 	w.z = w.z[:cap(w.z)]
-	w.z[0] = chunkS2
+	w.z[0] = chunkAttemptsS2
 	z := s2.Encode(w.z[1:], body)
 	if len(z) > len(body)-len(body)/8 {
 		return w.buf
@@ -98,7 +106,8 @@ func (w *Writer) Add(l store.LogLine, at int64) {
 	w.N++
 	w.buf = binary.AppendVarint(w.buf, l.Seq-w.prevSeq)
 	w.buf = binary.AppendVarint(w.buf, at-w.prevTime)
-	w.prevSeq, w.prevTime = l.Seq, at
+	w.buf = binary.AppendVarint(w.buf, int64(l.Attempt)-w.prevAtt)
+	w.prevSeq, w.prevTime, w.prevAtt = l.Seq, at, int64(l.Attempt)
 	w.buf = appendRepeated(w.buf, l.StepID, &w.prevStep)
 	w.buf = appendRepeated(w.buf, l.Stream, &w.prevStrm)
 	w.buf = binary.AppendUvarint(w.buf, uint64(len(l.Text)))
@@ -125,9 +134,9 @@ func Decode(ls []store.LogLine, raw []byte, from int64, limit int) ([]store.LogL
 	}
 	var c string
 	switch raw[0] {
-	case chunkBinary:
+	case chunkBinary, chunkAttempts:
 		c = string(raw[1:])
-	case chunkS2:
+	case chunkS2, chunkAttemptsS2:
 		n, err := s2.DecodedLen(raw[1:])
 		if err != nil {
 			return ls, fmt.Errorf("%w: %v", errBadChunk, err)
@@ -143,13 +152,19 @@ func Decode(ls []store.LogLine, raw []byte, from int64, limit int) ([]store.LogL
 		return ls, fmt.Errorf("%w: format %d", errBadChunk, raw[0])
 	}
 	r := chunkReader{c: c}
+	attempts := raw[0] == chunkAttempts || raw[0] == chunkAttemptsS2
 	var (
-		seq, at      int64
-		step, stream string
+		seq, at, attempt int64
+		step, stream     string
 	)
 	for r.i < len(c) && (limit <= 0 || len(ls) < limit) {
 		seq += r.varint()
 		at += r.varint()
+		if attempts {
+			attempt += r.varint()
+		} else {
+			attempt = seq >> 32
+		}
 		r.repeated(&step)
 		r.repeated(&stream)
 		text := r.str(r.uvarint())
@@ -157,7 +172,7 @@ func Decode(ls []store.LogLine, raw []byte, from int64, limit int) ([]store.LogL
 			return ls, errBadChunk
 		}
 		if seq >= from {
-			ls = append(ls, store.LogLine{Seq: seq, StepID: step, Stream: stream, Text: text, Time: time.UnixMicro(at).UTC()})
+			ls = append(ls, store.LogLine{Seq: seq, Attempt: int(attempt), StepID: step, Stream: stream, Text: text, Time: time.UnixMicro(at).UTC()})
 		}
 	}
 	return ls, nil
@@ -247,7 +262,7 @@ func decodeJSONChunk(ls []store.LogLine, c []byte, from int64, limit int) ([]sto
 			return ls, fmt.Errorf("%w: time %v", errBadChunk, r[4])
 		}
 		t = t.UTC()
-		out = append(out, store.LogLine{Seq: seq, StepID: step, Stream: stream, Text: text, Time: t})
+		out = append(out, store.LogLine{Seq: seq, Attempt: int(seq >> 32), StepID: step, Stream: stream, Text: text, Time: t})
 	}
 	slices.SortFunc(out, func(a, b store.LogLine) int { return cmp.Compare(a.Seq, b.Seq) })
 	for _, l := range out {
