@@ -43,6 +43,7 @@ import (
 	"github.com/oxide-ci/oxide/internal/runner"
 	"github.com/oxide-ci/oxide/internal/scheduler"
 	"github.com/oxide-ci/oxide/internal/server/agentsvc"
+	"github.com/oxide-ci/oxide/internal/spec"
 	"github.com/oxide-ci/oxide/internal/store/sqlite"
 )
 
@@ -240,14 +241,14 @@ func (a *agent) round(ctx context.Context, svc *scheduler.Service) (time.Duratio
 // localWorker is the baseline: a claim loop in this process, as
 // worker.Worker runs it.
 type localWorker struct {
-	got    chan scheduler.Assignment
+	got    chan spec.Assignment
 	cancel context.CancelFunc
 	done   chan struct{}
 }
 
 func startLocal(ctx context.Context, svc *scheduler.Service) *localWorker {
 	ctx, cancel := context.WithCancel(ctx)
-	w := &localWorker{got: make(chan scheduler.Assignment, 1), cancel: cancel, done: make(chan struct{})}
+	w := &localWorker{got: make(chan spec.Assignment, 1), cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
 		poll := time.NewTicker(time.Second)
@@ -280,17 +281,17 @@ func (w *localWorker) round(ctx context.Context, svc *scheduler.Service) (time.D
 	if err != nil {
 		return 0, err
 	}
-	var a scheduler.Assignment
+	var a spec.Assignment
 	select {
 	case a = <-w.got:
 	case <-time.After(10 * time.Second):
 		return 0, errors.New("the in-process worker got no job in 10s")
 	}
 	d := time.Since(start)
-	if a.Job.ID != j.ID {
-		return 0, fmt.Errorf("got job %s, want %s", a.Job.ID, j.ID)
+	if a.Lease.JobID != j.ID {
+		return 0, fmt.Errorf("got job %s, want %s", a.Lease.JobID, j.ID)
 	}
-	return d, svc.Finish(ctx, a.Job.Lease(), runner.JobResult{Status: runner.StatusSuccess})
+	return d, svc.Finish(ctx, a.Lease, runner.JobResult{Status: runner.StatusSuccess})
 }
 
 type summary struct{ p50, p99, mean time.Duration }

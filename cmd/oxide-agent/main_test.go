@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -200,4 +201,21 @@ func TestKilledAgentLeavesNoContainer(t *testing.T) {
 	}
 	start()
 	testkit.WaitFor(t, 30*time.Second, "the restarted agent to remove the container", func() bool { return containers() == 0 })
+}
+
+// TestLinksNoControlPlane: the agent shares only the wire types
+// (internal/spec) with the server; it links no store, scheduler, planner
+// or pipeline parser.
+func TestLinksNoControlPlane(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pkg := range []string{"internal/store", "internal/scheduler", "internal/plan", "internal/pipeline", "internal/events"} {
+		for dep := range strings.Lines(string(out)) {
+			if strings.Contains(dep, "/oxide/"+pkg) {
+				t.Errorf("oxide-agent links %s", strings.TrimSpace(dep))
+			}
+		}
+	}
 }

@@ -14,9 +14,7 @@ import (
 
 	"github.com/oxide-ci/oxide/internal/agentrpc"
 	"github.com/oxide-ci/oxide/internal/runner"
-	"github.com/oxide-ci/oxide/internal/scheduler"
 	"github.com/oxide-ci/oxide/internal/spec"
-	"github.com/oxide-ci/oxide/internal/store"
 	"github.com/oxide-ci/oxide/internal/worker"
 )
 
@@ -54,9 +52,9 @@ type control struct {
 	beat func()
 
 	mu       sync.Mutex
-	pending  []scheduler.Assignment // pushed, not yet claimed, oldest first
-	jobs     map[string]*heldJob    // pushed and not yet finished or handed back
-	done     []string               // recently finished leases, to ignore a second push
+	pending  []spec.Assignment   // pushed, not yet claimed, oldest first
+	jobs     map[string]*heldJob // pushed and not yet finished or handed back
+	done     []string            // recently finished leases, to ignore a second push
 	queued   chan struct{}
 	draining bool
 	stopping bool
@@ -124,18 +122,18 @@ func (c *control) run(m *agentrpc.RunJob) {
 }
 
 // assignment decodes a pushed job.
-func assignment(m *agentrpc.RunJob) (scheduler.Assignment, error) {
+func assignment(m *agentrpc.RunJob) (spec.Assignment, error) {
 	l := m.GetLease()
-	a := scheduler.Assignment{Job: store.Job{
-		ID: l.JobId, RunID: m.RunId, WorkerID: l.WorkerId, Attempt: int(l.Attempt), State: store.JobAssigned,
-	}, RegistryPassword: m.RegistryPassword}
-	if err := json.Unmarshal(m.Job, &a.Work); err != nil {
+	a := spec.Assignment{
+		Lease: spec.Lease{JobID: l.JobId, WorkerID: l.WorkerId, Attempt: int(l.Attempt)},
+		RunID: m.RunId, RegistryPassword: m.RegistryPassword,
+	}
+	if err := json.Unmarshal(m.Job, &a.Job); err != nil {
 		return a, fmt.Errorf("job %s: decode job: %w", l.JobId, err)
 	}
-	if a.Work.Version != spec.Version {
-		return a, fmt.Errorf("job %s: job schema version %d, this agent reads %d: upgrade the agent", l.JobId, a.Work.Version, spec.Version)
+	if a.Job.Version != spec.Version {
+		return a, fmt.Errorf("job %s: job schema version %d, this agent reads %d: upgrade the agent", l.JobId, a.Job.Version, spec.Version)
 	}
-	a.Job.Name = a.Work.Stage
 	if len(m.LocalSecrets) > 0 {
 		if err := json.Unmarshal(m.LocalSecrets, &a.LocalSecrets); err != nil {
 			return a, fmt.Errorf("job %s: decode local secrets: %w", l.JobId, err)
@@ -153,7 +151,7 @@ func (c *control) cancel(m *agentrpc.CancelJob) {
 		return
 	}
 	c.log.Info("job cancelled by the server", "job_id", m.JobId, "reason", m.Reason)
-	if i := slices.IndexFunc(c.pending, func(a scheduler.Assignment) bool { return a.Job.ID == m.JobId }); i >= 0 {
+	if i := slices.IndexFunc(c.pending, func(a spec.Assignment) bool { return a.Lease.JobID == m.JobId }); i >= 0 {
 		c.pending = slices.Delete(c.pending, i, i+1)
 		c.result(j.lease, &agentrpc.JobResult{Status: string(runner.StatusCancelled), Error: m.Reason})
 		c.mu.Unlock()
@@ -174,8 +172,8 @@ func (c *control) drain(reason string, stopping bool) {
 	c.draining = true
 	c.stopping = c.stopping || stopping
 	for _, a := range c.pending {
-		c.log.Info("handing a job back", "job_id", a.Job.ID, "reason", reason)
-		c.reject(c.jobs[a.Job.ID].lease, reason)
+		c.log.Info("handing a job back", "job_id", a.Lease.JobID, "reason", reason)
+		c.reject(c.jobs[a.Lease.JobID].lease, reason)
 	}
 	c.pending = nil
 	c.mu.Unlock()
@@ -237,7 +235,7 @@ func (c *control) idle() bool {
 }
 
 // Claim returns up to limit of the jobs the server pushed.
-func (c *control) Claim(ctx context.Context, workerID string, labels []string, limit int) ([]scheduler.Assignment, error) {
+func (c *control) Claim(ctx context.Context, workerID string, labels []string, limit int) ([]spec.Assignment, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.draining || limit <= 0 || len(c.pending) == 0 {
@@ -259,7 +257,7 @@ func (c *control) Queued() <-chan struct{} {
 // Start tells the server that the job runs, unless the agent is shutting
 // down: then it hands the job back and returns an error, and the worker
 // does not run it.
-func (c *control) Start(ctx context.Context, l store.Lease) error {
+func (c *control) Start(ctx context.Context, l spec.Lease) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	j := c.jobs[l.JobID]
@@ -275,7 +273,7 @@ func (c *control) Start(ctx context.Context, l store.Lease) error {
 }
 
 // StepUpdate reports that a step started.
-func (c *control) StepUpdate(ctx context.Context, l store.Lease, index int, r runner.StepResult) error {
+func (c *control) StepUpdate(ctx context.Context, l spec.Lease, index int, r runner.StepResult) error {
 	c.out.push(&agentrpc.AgentMessage{Msg: &agentrpc.AgentMessage_Step{Step: &agentrpc.StepUpdate{
 		Lease: lease(l), Index: int32(index), Status: string(r.Status),
 	}}}, true)
@@ -284,7 +282,7 @@ func (c *control) StepUpdate(ctx context.Context, l store.Lease, index int, r ru
 
 // AppendLogs queues a batch of log lines; lines is only read during the
 // call.
-func (c *control) AppendLogs(ctx context.Context, jobID, runID string, lines []store.LogLine) error {
+func (c *control) AppendLogs(ctx context.Context, jobID, runID string, lines []spec.LogLine) error {
 	c.mu.Lock()
 	var l *agentrpc.Lease
 	if j := c.jobs[jobID]; j != nil {
@@ -315,7 +313,7 @@ func (c *control) AppendLogs(ctx context.Context, jobID, runID string, lines []s
 }
 
 // Finish reports how the job ended.
-func (c *control) Finish(ctx context.Context, l store.Lease, res runner.JobResult) error {
+func (c *control) Finish(ctx context.Context, l spec.Lease, res runner.JobResult) error {
 	r := &agentrpc.JobResult{Status: string(res.Status), Steps: make([]*agentrpc.StepResult, len(res.Steps))}
 	if res.Err != nil {
 		r.Error = res.Err.Error()
@@ -337,7 +335,7 @@ func (c *control) Finish(ctx context.Context, l store.Lease, res runner.JobResul
 
 // FailLease hands a job back unfinished (the worker stops it because the
 // agent shuts down): the server requeues it for its next attempt.
-func (c *control) FailLease(ctx context.Context, l store.Lease, reason string) error {
+func (c *control) FailLease(ctx context.Context, l spec.Lease, reason string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	pl := lease(l)
@@ -381,7 +379,7 @@ func (c *control) OnCancel(jobID string, fn func(reason string)) (unregister fun
 	}
 }
 
-func lease(l store.Lease) *agentrpc.Lease {
+func lease(l spec.Lease) *agentrpc.Lease {
 	return &agentrpc.Lease{JobId: l.JobID, WorkerId: l.WorkerID, Attempt: int32(l.Attempt)}
 }
 

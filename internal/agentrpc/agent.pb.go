@@ -1186,17 +1186,17 @@ func (*ServerMessage_KeepAlive) isServerMessage_Msg() {}
 
 func (*ServerMessage_Drain) isServerMessage_Msg() {}
 
-// RunJob hands the agent a job attempt. job is the runner's job as JSON
-// (internal/runner.Job, secrets resolved), environment the pipeline's
-// environment as JSON, local_secrets the references the agent resolves
-// from its own environment (JSON), registry_password the password with
-// which the agent pulls the job's container image.
+// RunJob hands the agent a job attempt. job is the job to run as JSON
+// (internal/spec.Job, versioned: an agent refuses a version it does not
+// read; secrets resolved, the environment inside), local_secrets the
+// references the agent resolves from its own environment (JSON),
+// registry_password the password with which the agent pulls the job's
+// container image.
 type RunJob struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	Lease            *Lease                 `protobuf:"bytes,1,opt,name=lease,proto3" json:"lease,omitempty"`
 	RunId            string                 `protobuf:"bytes,2,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
 	Job              []byte                 `protobuf:"bytes,3,opt,name=job,proto3" json:"job,omitempty"`
-	Environment      []byte                 `protobuf:"bytes,4,opt,name=environment,proto3" json:"environment,omitempty"`
 	LocalSecrets     []byte                 `protobuf:"bytes,5,opt,name=local_secrets,json=localSecrets,proto3" json:"local_secrets,omitempty"`
 	RegistryPassword string                 `protobuf:"bytes,6,opt,name=registry_password,json=registryPassword,proto3" json:"registry_password,omitempty"`
 	unknownFields    protoimpl.UnknownFields
@@ -1250,13 +1250,6 @@ func (x *RunJob) GetRunId() string {
 func (x *RunJob) GetJob() []byte {
 	if x != nil {
 		return x.Job
-	}
-	return nil
-}
-
-func (x *RunJob) GetEnvironment() []byte {
-	if x != nil {
-		return x.Environment
 	}
 	return nil
 }
@@ -1539,14 +1532,13 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"keep_alive\x18\x04 \x01(\v2\x19.oxide.agent.v1.KeepAliveH\x00R\tkeepAlive\x12-\n" +
 	"\x05drain\x18\x05 \x01(\v2\x15.oxide.agent.v1.DrainH\x00R\x05drainB\x05\n" +
-	"\x03msg\"\xd2\x01\n" +
+	"\x03msg\"\xb6\x01\n" +
 	"\x06RunJob\x12+\n" +
 	"\x05lease\x18\x01 \x01(\v2\x15.oxide.agent.v1.LeaseR\x05lease\x12\x15\n" +
 	"\x06run_id\x18\x02 \x01(\tR\x05runId\x12\x10\n" +
-	"\x03job\x18\x03 \x01(\fR\x03job\x12 \n" +
-	"\venvironment\x18\x04 \x01(\fR\venvironment\x12#\n" +
+	"\x03job\x18\x03 \x01(\fR\x03job\x12#\n" +
 	"\rlocal_secrets\x18\x05 \x01(\fR\flocalSecrets\x12+\n" +
-	"\x11registry_password\x18\x06 \x01(\tR\x10registryPassword\":\n" +
+	"\x11registry_password\x18\x06 \x01(\tR\x10registryPasswordJ\x04\b\x04\x10\x05\":\n" +
 	"\tCancelJob\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x1a\n" +

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 
 	"github.com/oxide-ci/oxide/internal/events"
@@ -16,22 +15,10 @@ import (
 	"github.com/oxide-ci/oxide/internal/store"
 )
 
-// Assignment is one claimed job attempt, ready for a worker to run.
-type Assignment struct {
-	Job  store.Job // its lease is Job.Lease()
-	Work spec.Job  // the server's secrets filled in; Workspace and Runner are the worker's to set
-	// LocalSecrets are the references that the worker resolves itself
-	// (provider environment: the worker's environment variables).
-	LocalSecrets []spec.SecretRef
-	// RegistryPassword is the container registry's password, from the
-	// secret that registry.password_secret names.
-	RegistryPassword string
-}
-
 // Claim assigns up to limit queued jobs whose labels workerID has, and
 // returns them ready to run. A job whose secrets cannot be resolved is
 // finished as failed, with the reason, instead of being returned.
-func (s *Service) Claim(ctx context.Context, workerID string, labels []string, limit int) ([]Assignment, error) {
+func (s *Service) Claim(ctx context.Context, workerID string, labels []string, limit int) ([]spec.Assignment, error) {
 	if a, err := s.store.Agents().Get(ctx, workerID); err == nil && a.Status != store.AgentOnline && a.Status != store.AgentBusy {
 		return nil, nil // draining, offline or lost: no new work
 	}
@@ -39,7 +26,7 @@ func (s *Service) Claim(ctx context.Context, workerID string, labels []string, l
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Assignment, 0, len(jobs))
+	out := make([]spec.Assignment, 0, len(jobs))
 	for _, j := range jobs {
 		if j.Attempt > 1 {
 			if err := s.AppendLogs(ctx, j.ID, j.RunID, []store.LogLine{attemptLine(j)}); err != nil {
@@ -63,20 +50,20 @@ func (s *Service) Claim(ctx context.Context, workerID string, labels []string, l
 // assignment makes the job of a claimed attempt: a submitted job's from its
 // spec, a run's from its compiled run and the run's state (the outputs of
 // earlier stages), with the server's secrets resolved.
-func (s *Service) assignment(ctx context.Context, j store.Job) (Assignment, error) {
-	a := Assignment{Job: j}
+func (s *Service) assignment(ctx context.Context, j store.Job) (spec.Assignment, error) {
+	a := spec.Assignment{Lease: j.Lease(), RunID: j.RunID}
 	var refs []spec.SecretRef
 	var pipelineID string
 	if j.RunID == "" {
 		var err error
-		if a.Work, refs, err = submittedWork(j); err != nil {
-			return Assignment{}, err
+		if a.Job, refs, err = submittedWork(j); err != nil {
+			return spec.Assignment{}, err
 		}
-		a.Work.JobID, a.Work.Attempt = j.ID, j.Attempt
+		a.Job.JobID, a.Job.Attempt = j.ID, j.Attempt
 	} else {
 		var ns nodeSpec
 		if err := json.Unmarshal(j.Spec, &ns); err != nil {
-			return Assignment{}, fmt.Errorf("job %s: spec: %w", j.ID, err)
+			return spec.Assignment{}, fmt.Errorf("job %s: spec: %w", j.ID, err)
 		}
 		err := s.store.InTx(ctx, func(tx store.Tx) error {
 			st, err := s.load(ctx, tx, j.RunID)
@@ -89,12 +76,12 @@ func (s *Service) assignment(ctx context.Context, j store.Job) (Assignment, erro
 			if err := s.loadOutputs(ctx, tx, st); err != nil {
 				return err
 			}
-			a.Work = st.m.Job(ns.Node, j.ID, st.m.Nodes[ns.Node].Attempt)
+			a.Job = st.m.Job(ns.Node, j.ID, st.m.Nodes[ns.Node].Attempt)
 			refs, pipelineID = st.m.Run.Nodes[ns.Node].Secrets, st.run.PipelineID
 			return nil
 		})
 		if err != nil {
-			return Assignment{}, err
+			return spec.Assignment{}, err
 		}
 	}
 	var missing []string
@@ -105,7 +92,7 @@ func (s *Service) assignment(ctx context.Context, j store.Job) (Assignment, erro
 		}
 		v, ok, err := s.resolve(ctx, pipelineID, ref)
 		if err != nil {
-			return Assignment{}, err
+			return spec.Assignment{}, err
 		}
 		if !ok {
 			if ref.Required {
@@ -115,25 +102,25 @@ func (s *Service) assignment(ctx context.Context, j store.Job) (Assignment, erro
 		}
 		if ref.Key != "" {
 			if v, err = secrets.Field(v, ref.Key); err != nil {
-				return Assignment{}, fmt.Errorf("secret %s %w", ref.Name, err)
+				return spec.Assignment{}, fmt.Errorf("secret %s %w", ref.Name, err)
 			}
 		}
-		a.Work.Secrets = append(a.Work.Secrets, spec.Secret{Name: ref.Name, Value: v, Masked: ref.Masked, Step: ref.Step})
+		a.Job.Secrets = append(a.Job.Secrets, spec.Secret{Name: ref.Name, Value: v, Masked: ref.Masked, Step: ref.Step})
 	}
 	if len(missing) > 0 {
-		return Assignment{}, fmt.Errorf("missing required secret %v", missing)
+		return spec.Assignment{}, fmt.Errorf("missing required secret %v", missing)
 	}
-	if e := a.Work.Environment; e != nil && e.Container != nil && e.Container.Registry != nil && e.Container.Registry.PasswordSecret != "" {
+	if e := a.Job.Environment; e != nil && e.Container != nil && e.Container.Registry != nil && e.Container.Registry.PasswordSecret != "" {
 		name := e.Container.Registry.PasswordSecret
 		v, ok, err := s.resolve(ctx, pipelineID, spec.SecretRef{Name: name, Provider: "oxide"})
 		if err != nil {
-			return Assignment{}, err
+			return spec.Assignment{}, err
 		}
 		if !ok {
-			return Assignment{}, fmt.Errorf("missing registry password secret %s", name)
+			return spec.Assignment{}, fmt.Errorf("missing registry password secret %s", name)
 		}
 		a.RegistryPassword = v
-		a.Work.Secrets = append(a.Work.Secrets, spec.Secret{Value: v, Masked: true})
+		a.Job.Secrets = append(a.Job.Secrets, spec.Secret{Value: v, Masked: true})
 	}
 	return a, nil
 }
@@ -146,32 +133,6 @@ func (s *Service) resolve(ctx context.Context, pipelineID string, ref spec.Secre
 		return "", false, nil
 	}
 	return s.secrets.Resolve(ctx, pipelineID, ref)
-}
-
-// ResolveLocal resolves an Assignment's LocalSecrets from this process's
-// environment, for workers that run inside the server.
-func ResolveLocal(a *Assignment) error {
-	var missing []string
-	for _, ref := range a.LocalSecrets {
-		v := os.Getenv(ref.Lookup())
-		if v == "" {
-			if ref.Required {
-				missing = append(missing, ref.Lookup())
-			}
-			continue
-		}
-		if ref.Key != "" {
-			var err error
-			if v, err = secrets.Field(v, ref.Key); err != nil {
-				return fmt.Errorf("secret %s %w", ref.Name, err)
-			}
-		}
-		a.Work.Secrets = append(a.Work.Secrets, spec.Secret{Name: ref.Name, Value: v, Masked: ref.Masked, Step: ref.Step})
-	}
-	if len(missing) > 0 {
-		return fmt.Errorf("missing required secret from the environment: %v", missing)
-	}
-	return nil
 }
 
 // Start marks a claimed job running, with its stage and run.

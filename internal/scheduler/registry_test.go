@@ -78,13 +78,13 @@ func TestRegistryPassword(t *testing.T) {
 				t.Fatalf("assignments %+v: want one with the registry password", as)
 			}
 			masked := false
-			for _, s := range as[0].Work.Secrets {
+			for _, s := range as[0].Job.Secrets {
 				if s.Value == "hunter2" {
 					masked = s.Masked && s.Name == ""
 				}
 			}
 			if !masked {
-				t.Errorf("secrets %+v: want the password masked, in no variable", as[0].Work.Secrets)
+				t.Errorf("secrets %+v: want the password masked, in no variable", as[0].Job.Secrets)
 			}
 		})
 	}

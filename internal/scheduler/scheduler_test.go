@@ -360,10 +360,10 @@ func TestSubmittedJobAndLeaseExpiry(t *testing.T) {
 	// job goes back to the queue with its next attempt.
 	svc := scheduler.New(scheduler.Config{Store: b.store, Lease: 100 * time.Millisecond})
 	as, err := svc.Claim(ctx, "ghost", nil, 1)
-	if err != nil || len(as) != 1 || as[0].Job.Attempt != 1 {
+	if err != nil || len(as) != 1 || as[0].Lease.Attempt != 1 {
 		t.Fatalf("claim: %v %+v", err, as)
 	}
-	if got := as[0].Work.Steps; len(got) != 1 || got[0].Run != "echo hi from a job" {
+	if got := as[0].Job.Steps; len(got) != 1 || got[0].Run != "echo hi from a job" {
 		t.Fatalf("work: %+v", got)
 	}
 	time.Sleep(150 * time.Millisecond) // let the 100 ms lease lapse
@@ -371,7 +371,7 @@ func TestSubmittedJobAndLeaseExpiry(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A stale result of the lost attempt is ignored.
-	if err := svc.Finish(ctx, as[0].Job.Lease(), runner.JobResult{Status: runner.StatusSuccess}); err != nil {
+	if err := svc.Finish(ctx, as[0].Lease, runner.JobResult{Status: runner.StatusSuccess}); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := b.store.Jobs().Get(ctx, j.ID); got.State != store.JobQueued {

@@ -60,6 +60,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/oxide-ci/oxide/internal/spec"
 )
 
 // Errors that callers test with errors.Is. Drivers wrap them with detail.
@@ -331,13 +333,9 @@ type Job struct {
 // Lease returns the job's current lease.
 func (j Job) Lease() Lease { return Lease{JobID: j.ID, WorkerID: j.WorkerID, Attempt: j.Attempt} }
 
-// Lease names one claim of a job: only the current lease may start, complete
-// or fail it.
-type Lease struct {
-	JobID    string `json:"job_id"`
-	WorkerID string `json:"worker_id"`
-	Attempt  int    `json:"attempt"`
-}
+// Lease names one claim of a job: only the current lease may start,
+// complete or fail it. It is the wire format's.
+type Lease = spec.Lease
 
 // Result is how an attempt ended, reported by the worker holding its lease.
 type Result struct {
@@ -454,15 +452,8 @@ type Steps interface {
 	Update(ctx context.Context, id string, u StepUpdate) (Step, error)
 }
 
-// LogLine is one line of a job's output.
-type LogLine struct {
-	Seq     int64     `json:"seq"`               // per job, increasing: workers put the attempt in the high 32 bits
-	Attempt int       `json:"attempt"`           // the job's attempt that wrote it
-	StepID  string    `json:"step_id,omitempty"` // the step's Key: its id in the pipeline
-	Stream  string    `json:"stream"`            // stdout, stderr or system
-	Text    string    `json:"text"`
-	Time    time.Time `json:"time"`
-}
+// LogLine is one line of a job's output: the wire format's.
+type LogLine = spec.LogLine
 
 // Logs stores job output. No events: the server streams lines itself.
 type Logs interface {

@@ -7,8 +7,7 @@ import (
 	"time"
 
 	"github.com/oxide-ci/oxide/internal/runner"
-	"github.com/oxide-ci/oxide/internal/scheduler"
-	"github.com/oxide-ci/oxide/internal/store"
+	"github.com/oxide-ci/oxide/internal/spec"
 )
 
 // Log batches: at most batchLines lines or batchDelay between a line and
@@ -25,21 +24,21 @@ const (
 type logSink struct {
 	ctx     context.Context
 	control Control
-	a       scheduler.Assignment
+	a       spec.Assignment
 	log     *slog.Logger
 
 	mu    sync.Mutex
 	seq   int64
-	batch []store.LogLine
+	batch []spec.LogLine
 	timer *time.Timer
 }
 
-func newLogSink(ctx context.Context, c Control, a scheduler.Assignment, log *slog.Logger) *logSink {
-	return &logSink{ctx: ctx, control: c, a: a, log: log, seq: int64(a.Job.Attempt) << 32}
+func newLogSink(ctx context.Context, c Control, a spec.Assignment, log *slog.Logger) *logSink {
+	return &logSink{ctx: ctx, control: c, a: a, log: log, seq: int64(a.Lease.Attempt) << 32}
 }
 
 func (s *logSink) StepStarted(info runner.StepInfo) {
-	if err := s.control.StepUpdate(s.ctx, s.a.Job.Lease(), info.Index, runner.StepResult{Status: runner.StatusRunning}); err != nil {
+	if err := s.control.StepUpdate(s.ctx, s.a.Lease, info.Index, runner.StepResult{Status: runner.StatusRunning}); err != nil {
 		s.log.Warn("step update", "err", err)
 	}
 }
@@ -49,7 +48,7 @@ func (s *logSink) StepLines(info runner.StepInfo, stream runner.Stream, lines []
 	s.mu.Lock()
 	for _, l := range lines {
 		s.seq++
-		s.batch = append(s.batch, store.LogLine{Seq: s.seq, Attempt: s.a.Job.Attempt, StepID: info.Step.ID, Stream: string(stream), Text: string(l), Time: now})
+		s.batch = append(s.batch, spec.LogLine{Seq: s.seq, Attempt: s.a.Lease.Attempt, StepID: info.Step.ID, Stream: string(stream), Text: string(l), Time: now})
 		if len(s.batch) >= batchLines {
 			s.flushLocked()
 		}
@@ -78,7 +77,7 @@ func (s *logSink) flushLocked() {
 	if len(s.batch) == 0 {
 		return
 	}
-	if err := s.control.AppendLogs(s.ctx, s.a.Job.ID, s.a.Job.RunID, s.batch); err != nil {
+	if err := s.control.AppendLogs(s.ctx, s.a.Lease.JobID, s.a.RunID, s.batch); err != nil {
 		s.log.Error("append logs", "err", err, "lines", len(s.batch))
 	}
 	s.batch = s.batch[:0]

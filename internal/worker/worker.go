@@ -16,23 +16,21 @@ import (
 	"time"
 
 	"github.com/oxide-ci/oxide/internal/environment/host"
-	"github.com/oxide-ci/oxide/internal/pipeline"
 	"github.com/oxide-ci/oxide/internal/runner"
-	"github.com/oxide-ci/oxide/internal/scheduler"
+	"github.com/oxide-ci/oxide/internal/secrets"
 	"github.com/oxide-ci/oxide/internal/spec"
-	"github.com/oxide-ci/oxide/internal/store"
 )
 
-// Control is the control plane as a worker sees it: scheduler.Service in
-// the server's process.
+// Control is the control plane as a worker sees it: the scheduler in the
+// server's process, the server's connection in an agent.
 type Control interface {
-	Claim(ctx context.Context, workerID string, labels []string, limit int) ([]scheduler.Assignment, error)
-	Start(ctx context.Context, l store.Lease) error
-	StepUpdate(ctx context.Context, l store.Lease, index int, r runner.StepResult) error
-	AppendLogs(ctx context.Context, jobID, runID string, lines []store.LogLine) error
-	Finish(ctx context.Context, l store.Lease, res runner.JobResult) error
+	Claim(ctx context.Context, workerID string, labels []string, limit int) ([]spec.Assignment, error)
+	Start(ctx context.Context, l spec.Lease) error
+	StepUpdate(ctx context.Context, l spec.Lease, index int, r runner.StepResult) error
+	AppendLogs(ctx context.Context, jobID, runID string, lines []spec.LogLine) error
+	Finish(ctx context.Context, l spec.Lease, res runner.JobResult) error
 	// FailLease hands a job back, unfinished, for its next attempt.
-	FailLease(ctx context.Context, l store.Lease, reason string) error
+	FailLease(ctx context.Context, l spec.Lease, reason string) error
 	Heartbeat(ctx context.Context, workerID string) ([]string, error)
 	// Queued returns a channel closed when jobs are next queued.
 	Queued() <-chan struct{}
@@ -42,7 +40,7 @@ type Control interface {
 
 // Containers makes container environments: docker.Engine.
 type Containers interface {
-	Env(jobID string, c *pipeline.Container, workspace, registryPassword string) runner.Environment
+	Env(jobID string, c *spec.Container, workspace, registryPassword string) runner.Environment
 }
 
 // ErrCancelled is the cause of a job stopped by the control plane.
@@ -108,13 +106,13 @@ func (w *Worker) Run(ctx context.Context) error {
 			for _, a := range as {
 				jctx, cancel := context.WithCancelCause(ctx)
 				mu.Lock()
-				running[a.Job.ID] = cancel
+				running[a.Lease.JobID] = cancel
 				mu.Unlock()
 				wg.Go(func() {
 					w.execute(jctx, cancel, a)
 					cancel(nil)
 					mu.Lock()
-					delete(running, a.Job.ID)
+					delete(running, a.Lease.JobID)
 					mu.Unlock()
 					freed <- struct{}{}
 				})
@@ -154,10 +152,10 @@ func contains(ids []string, id string) bool {
 }
 
 // execute runs one assignment to its end and reports it.
-func (w *Worker) execute(ctx context.Context, cancel context.CancelCauseFunc, a scheduler.Assignment) {
-	l := a.Job.Lease()
-	log := w.Logger.With("job_id", a.Job.ID, "run_id", a.Job.RunID, "stage", a.Work.Stage)
-	unregister := w.Control.OnCancel(a.Job.ID, func(reason string) { cancel(fmt.Errorf("%w: %s", ErrCancelled, reason)) })
+func (w *Worker) execute(ctx context.Context, cancel context.CancelCauseFunc, a spec.Assignment) {
+	l := a.Lease
+	log := w.Logger.With("job_id", a.Lease.JobID, "run_id", a.RunID, "stage", a.Job.Stage)
+	unregister := w.Control.OnCancel(a.Lease.JobID, func(reason string) { cancel(fmt.Errorf("%w: %s", ErrCancelled, reason)) })
 	defer unregister()
 	// Reports must reach the control plane even when the job is cancelled.
 	rctx := context.WithoutCancel(ctx)
@@ -166,11 +164,11 @@ func (w *Worker) execute(ctx context.Context, cancel context.CancelCauseFunc, a 
 			log.Error("finish", "err", err)
 		}
 	}
-	if err := scheduler.ResolveLocal(&a); err != nil {
+	if err := resolveLocal(&a); err != nil {
 		finish(runner.JobResult{Status: runner.StatusFailure, Err: err})
 		return
 	}
-	ws := filepath.Join(w.Dir, a.Job.ID)
+	ws := filepath.Join(w.Dir, a.Lease.JobID)
 	if err := os.MkdirAll(ws, 0o755); err != nil {
 		finish(runner.JobResult{Status: runner.StatusFailure, Err: err})
 		return
@@ -181,8 +179,8 @@ func (w *Worker) execute(ctx context.Context, cancel context.CancelCauseFunc, a 
 		finish(runner.JobResult{Status: runner.StatusFailure, Err: err})
 		return
 	}
-	a.Work.Workspace = ws
-	a.Work.Runner = w.Runner
+	a.Job.Workspace = ws
+	a.Job.Runner = w.Runner
 	if err := w.Control.Start(rctx, l); err != nil {
 		log.Warn("start", "err", err) // cancelled or taken back meanwhile
 		return
@@ -193,7 +191,7 @@ func (w *Worker) execute(ctx context.Context, cancel context.CancelCauseFunc, a 
 	if err := env.Prepare(ctx); err != nil {
 		res = runner.JobResult{Status: runner.StatusFailure, Err: fmt.Errorf("prepare environment: %w", err)}
 	} else {
-		res = runner.Run(ctx, env, &a.Work, sink)
+		res = runner.Run(ctx, env, &a.Job, sink)
 	}
 	sink.close()
 	if ctx.Err() != nil && !errors.Is(context.Cause(ctx), ErrCancelled) {
@@ -208,15 +206,41 @@ func (w *Worker) execute(ctx context.Context, cancel context.CancelCauseFunc, a 
 }
 
 // environment returns where a job's steps run.
-func (w *Worker) environment(a scheduler.Assignment, workspace string) (runner.Environment, error) {
-	e := a.Work.Environment
+func (w *Worker) environment(a spec.Assignment, workspace string) (runner.Environment, error) {
+	e := a.Job.Environment
 	switch {
-	case e == nil || e.Type == pipeline.EnvHost || w.HostOnly:
+	case e == nil || e.Type == spec.EnvHost || w.HostOnly:
 		return host.New(host.Options{Grace: w.Grace}), nil
-	case e.Type == pipeline.EnvContainer && w.Containers != nil:
-		return w.Containers.Env(a.Job.ID, e.Container, workspace, a.RegistryPassword), nil
-	case e.Type == pipeline.EnvContainer:
+	case e.Type == spec.EnvContainer && w.Containers != nil:
+		return w.Containers.Env(a.Lease.JobID, e.Container, workspace, a.RegistryPassword), nil
+	case e.Type == spec.EnvContainer:
 		return nil, errors.New("this worker cannot run containers: it has no Docker engine")
 	}
 	return nil, fmt.Errorf("this worker cannot provide a %s environment", e.Type)
+}
+
+// resolveLocal resolves an assignment's LocalSecrets from this process's
+// environment (provider environment).
+func resolveLocal(a *spec.Assignment) error {
+	var missing []string
+	for _, ref := range a.LocalSecrets {
+		v := os.Getenv(ref.Lookup())
+		if v == "" {
+			if ref.Required {
+				missing = append(missing, ref.Lookup())
+			}
+			continue
+		}
+		if ref.Key != "" {
+			var err error
+			if v, err = secrets.Field(v, ref.Key); err != nil {
+				return fmt.Errorf("secret %s %w", ref.Name, err)
+			}
+		}
+		a.Job.Secrets = append(a.Job.Secrets, spec.Secret{Name: ref.Name, Value: v, Masked: ref.Masked, Step: ref.Step})
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("missing required secret from the environment: %v", missing)
+	}
+	return nil
 }

@@ -17,8 +17,8 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/client"
 
-	"github.com/oxide-ci/oxide/internal/pipeline"
 	"github.com/oxide-ci/oxide/internal/runner"
+	"github.com/oxide-ci/oxide/internal/spec"
 )
 
 // Labels of everything the package makes.
@@ -118,8 +118,8 @@ func (e *Engine) Client() *client.Client { return e.cli }
 // Env returns the environment of one job: a container of c.Image with
 // workspace (a directory of this machine) mounted at c.Workdir.
 // registryPassword is the resolved registry.password_secret, if any.
-func (e *Engine) Env(jobID string, c *pipeline.Container, workspace, registryPassword string) runner.Environment {
-	return &Env{engine: e, jobID: jobID, spec: c, workspace: workspace, registryPassword: registryPassword}
+func (e *Engine) Env(jobID string, c *spec.Container, workspace, registryPassword string) runner.Environment {
+	return &Env{engine: e, jobID: jobID, c: c, workspace: workspace, registryPassword: registryPassword}
 }
 
 // Sweep removes the containers and volumes that this Engine's owner made

@@ -20,8 +20,8 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/oxide-ci/oxide/internal/jobspec"
-	"github.com/oxide-ci/oxide/internal/pipeline"
 	"github.com/oxide-ci/oxide/internal/runner"
+	"github.com/oxide-ci/oxide/internal/spec"
 )
 
 // ErrNotPrepared is returned by Exec before Prepare or after Cleanup.
@@ -35,7 +35,7 @@ var keepAlive = []string{"tail", "-f", "/dev/null"}
 type Env struct {
 	engine           *Engine
 	jobID            string
-	spec             *pipeline.Container
+	c                *spec.Container
 	workspace        string
 	registryPassword string
 
@@ -53,8 +53,8 @@ func (e *Env) ScratchDir() string { return e.scratch }
 
 // Workdir is where the workspace is in the container.
 func (e *Env) Workdir() string {
-	if e.spec.Workdir != "" {
-		return e.spec.Workdir
+	if e.c.Workdir != "" {
+		return e.c.Workdir
 	}
 	return DefaultWorkdir
 }
@@ -65,13 +65,13 @@ func (e *Env) Prepare(ctx context.Context) error {
 	if e.id != "" {
 		return nil
 	}
-	if e.spec == nil || e.spec.Image == "" {
+	if e.c == nil || e.c.Image == "" {
 		return errors.New("docker: the container environment names no image")
 	}
-	if r := e.spec.Registry; r != nil && (r.AWSECR || r.GCPGCR) {
+	if r := e.c.Registry; r != nil && (r.AWSECR || r.GCPGCR) {
 		return errors.New("docker: registry.aws_ecr and registry.gcp_gcr logins are not supported yet: give username and password_secret")
 	}
-	if (e.spec.Privileged || len(e.spec.Capabilities) > 0) && !e.engine.opts.AllowPrivileged {
+	if (e.c.Privileged || len(e.c.Capabilities) > 0) && !e.engine.opts.AllowPrivileged {
 		return errors.New("docker: this agent does not allow privileged containers or added capabilities (start it with --docker-privileged)")
 	}
 	hc, err := e.hostConfig()
@@ -84,7 +84,7 @@ func (e *Env) Prepare(ctx context.Context) error {
 	if e.scratch, err = os.MkdirTemp(e.engine.opts.TempDir, "oxide-job-"); err != nil {
 		return fmt.Errorf("docker: prepare: %w", err)
 	}
-	if e.spec.User != "" {
+	if e.c.User != "" {
 		// A user other than root writes its $OXIDE_OUTPUT files here.
 		if err := os.Chmod(e.scratch, 0o777); err != nil {
 			return fmt.Errorf("docker: prepare: %w", err)
@@ -93,7 +93,7 @@ func (e *Env) Prepare(ctx context.Context) error {
 	hc.Mounts = append(hc.Mounts,
 		mount.Mount{Type: mount.TypeBind, Source: e.workspace, Target: e.Workdir()},
 		mount.Mount{Type: mount.TypeBind, Source: e.scratch, Target: e.scratch})
-	for _, v := range e.spec.Volumes {
+	for _, v := range e.c.Volumes {
 		m, err := e.mount(ctx, v)
 		if err != nil {
 			return err
@@ -101,19 +101,19 @@ func (e *Env) Prepare(ctx context.Context) error {
 		hc.Mounts = append(hc.Mounts, m)
 	}
 	cfg := &container.Config{
-		Image: e.spec.Image, User: e.spec.User, WorkingDir: e.Workdir(), Labels: e.engine.labels(e.jobID),
+		Image: e.c.Image, User: e.c.User, WorkingDir: e.Workdir(), Labels: e.engine.labels(e.jobID),
 		Entrypoint: keepAlive,
 	}
-	if len(e.spec.Entrypoint) > 0 {
-		cfg.Entrypoint, cfg.Cmd = e.spec.Entrypoint, keepAlive
+	if len(e.c.Entrypoint) > 0 {
+		cfg.Entrypoint, cfg.Cmd = e.c.Entrypoint, keepAlive
 	}
 	c, err := e.engine.cli.ContainerCreate(ctx, client.ContainerCreateOptions{Config: cfg, HostConfig: hc})
 	if err != nil {
-		return fmt.Errorf("docker: create a container of %s: %w", e.spec.Image, err)
+		return fmt.Errorf("docker: create a container of %s: %w", e.c.Image, err)
 	}
 	e.id = c.ID
 	if _, err := e.engine.cli.ContainerStart(ctx, e.id, client.ContainerStartOptions{}); err != nil {
-		return fmt.Errorf("docker: start a container of %s: %w", e.spec.Image, err)
+		return fmt.Errorf("docker: start a container of %s: %w", e.c.Image, err)
 	}
 	return nil
 }
@@ -121,14 +121,14 @@ func (e *Env) Prepare(ctx context.Context) error {
 // hostConfig maps the pipeline's network, privileges and resources.
 func (e *Env) hostConfig() (*container.HostConfig, error) {
 	init := true // reaps the steps' orphans and forwards signals
-	hc := &container.HostConfig{Init: &init, Privileged: e.spec.Privileged, CapAdd: e.spec.Capabilities}
-	switch n := e.spec.Network; n {
+	hc := &container.HostConfig{Init: &init, Privileged: e.c.Privileged, CapAdd: e.c.Capabilities}
+	switch n := e.c.Network; n {
 	case "", "bridge":
 		hc.NetworkMode = "bridge"
 	default: // host, none, or a network of the engine's
 		hc.NetworkMode = container.NetworkMode(n)
 	}
-	if r := e.spec.Resources; r != nil {
+	if r := e.c.Resources; r != nil {
 		cpu, err := jobspec.ParseCPU(r.CPU)
 		if err != nil {
 			return nil, fmt.Errorf("docker: resources.cpu %q: %w", r.CPU, err)
@@ -147,7 +147,7 @@ func (e *Env) hostConfig() (*container.HostConfig, error) {
 // mount maps a pipeline volume. A named volume that does not exist is
 // created for the job and removed with it; a cache volume is kept for the
 // jobs that follow.
-func (e *Env) mount(ctx context.Context, v pipeline.Volume) (mount.Mount, error) {
+func (e *Env) mount(ctx context.Context, v spec.Volume) (mount.Mount, error) {
 	m := mount.Mount{Target: v.Target, ReadOnly: v.ReadOnly}
 	switch v.Type {
 	case "", "bind":
@@ -181,7 +181,7 @@ func (e *Env) mount(ctx context.Context, v pipeline.Volume) (mount.Mount, error)
 
 // pullIfMissing pulls the image unless the engine has it.
 func (e *Env) pullIfMissing(ctx context.Context) error {
-	image := e.spec.Image
+	image := e.c.Image
 	_, err := e.engine.cli.ImageInspect(ctx, image)
 	if err == nil {
 		return nil
@@ -190,7 +190,7 @@ func (e *Env) pullIfMissing(ctx context.Context) error {
 		return fmt.Errorf("docker: inspect image %s: %w", image, err)
 	}
 	opts := client.ImagePullOptions{}
-	if r := e.spec.Registry; r != nil && (r.Username != "" || e.registryPassword != "") {
+	if r := e.c.Registry; r != nil && (r.Username != "" || e.registryPassword != "") {
 		if opts.RegistryAuth, err = authconfig.Encode(registry.AuthConfig{
 			Username: r.Username, Password: e.registryPassword, ServerAddress: r.URL,
 		}); err != nil {
@@ -219,7 +219,7 @@ func (e *Env) Exec(ctx context.Context, cmd runner.Command) (int, error) {
 	}
 	shell := cmd.Shell
 	if shell == "" {
-		shell = e.spec.Shell
+		shell = e.c.Shell
 	}
 	script := filepath.Join(e.scratch, "step-"+strconv.FormatUint(e.seq.Add(1), 10))
 	st := stepFiles{pid: script + ".pid", exit: script + ".exit"}
@@ -237,7 +237,7 @@ func (e *Env) Exec(ctx context.Context, cmd runner.Command) (int, error) {
 	// The API calls outlive ctx: a cancelled step is stopped by signals.
 	api := context.WithoutCancel(ctx)
 	ex, err := e.engine.cli.ExecCreate(api, e.id, client.ExecCreateOptions{
-		User: e.spec.User, Env: e.inside(cmd.Env), WorkingDir: e.insidePath(cmd.Dir),
+		User: e.c.User, Env: e.inside(cmd.Env), WorkingDir: e.insidePath(cmd.Dir),
 		Cmd: []string{"/bin/sh", "-c", launch}, AttachStdout: true, AttachStderr: true,
 	})
 	if err != nil {

@@ -59,6 +59,7 @@ import (
 	"github.com/oxide-ci/oxide/internal/pki"
 	"github.com/oxide-ci/oxide/internal/runner"
 	"github.com/oxide-ci/oxide/internal/scheduler"
+	"github.com/oxide-ci/oxide/internal/spec"
 	"github.com/oxide-ci/oxide/internal/store"
 )
 
@@ -67,7 +68,7 @@ import (
 // use. OnCancel's fn is called from the goroutine that cancels the job and
 // must not block.
 type Control interface {
-	Claim(ctx context.Context, workerID string, labels []string, limit int) ([]scheduler.Assignment, error)
+	Claim(ctx context.Context, workerID string, labels []string, limit int) ([]spec.Assignment, error)
 	Start(ctx context.Context, l store.Lease) error
 	StepUpdate(ctx context.Context, l store.Lease, index int, r runner.StepResult) error
 	AppendLogs(ctx context.Context, jobID, runID string, lines []store.LogLine) error

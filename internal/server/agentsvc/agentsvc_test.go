@@ -177,8 +177,8 @@ func TestDispatch(t *testing.T) {
 	if err := json.Unmarshal(run.Job, &work); err != nil {
 		t.Fatal(err)
 	}
-	if len(work.Steps) != 1 || work.Steps[0].Run != "echo hello" || run.Environment != nil || run.LocalSecrets != nil {
-		t.Errorf("job %+v, environment %s, local secrets %s", work, run.Environment, run.LocalSecrets)
+	if len(work.Steps) != 1 || work.Steps[0].Run != "echo hello" || work.Version != spec.Version || work.Environment != nil || run.LocalSecrets != nil {
+		t.Errorf("job %+v, local secrets %s", work, run.LocalSecrets)
 	}
 	eventually(t, "a job.dispatched event", func() bool { return len(b.events(t, "job.dispatched", j.ID)) == 1 })
 	// A second job waits: the agent's one slot is taken.

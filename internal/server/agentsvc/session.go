@@ -22,6 +22,7 @@ import (
 	"github.com/oxide-ci/oxide/internal/pki"
 	"github.com/oxide-ci/oxide/internal/runner"
 	"github.com/oxide-ci/oxide/internal/scheduler"
+	"github.com/oxide-ci/oxide/internal/spec"
 	"github.com/oxide-ci/oxide/internal/store"
 )
 
@@ -746,13 +747,13 @@ func (sess *session) dispatch(ctx context.Context) {
 }
 
 // runJobs pushes claimed jobs to the agent.
-func (sess *session) runJobs(ctx context.Context, as []scheduler.Assignment) {
+func (sess *session) runJobs(ctx context.Context, as []spec.Assignment) {
 	if len(as) == 0 {
 		return
 	}
 	evs := make([]store.Event, 0, len(as))
 	for _, a := range as {
-		l := a.Job.Lease()
+		l := a.Lease
 		m, err := runJob(a)
 		if err != nil {
 			sess.log.Error("job cannot be sent", "job_id", l.JobID, "err", err)
@@ -761,31 +762,31 @@ func (sess *session) runJobs(ctx context.Context, as []scheduler.Assignment) {
 			}
 			continue
 		}
-		sess.hold(l, a.Job.RunID)
+		sess.hold(l, a.RunID)
 		sess.send1(m)
-		sess.log.Debug("job dispatched", "job_id", l.JobID, "run_id", a.Job.RunID, "attempt", l.Attempt)
-		evs = append(evs, event("job", l.JobID, "job.dispatched", jobDispatch{JobID: l.JobID, RunID: a.Job.RunID, AgentID: sess.id, Attempt: l.Attempt}))
+		sess.log.Debug("job dispatched", "job_id", l.JobID, "run_id", a.RunID, "attempt", l.Attempt)
+		evs = append(evs, event("job", l.JobID, "job.dispatched", jobDispatch{JobID: l.JobID, RunID: a.RunID, AgentID: sess.id, Attempt: l.Attempt}))
 	}
 	sess.srv.events(ctx, evs...)
 }
 
 // giveBack hands back jobs claimed as the session ended.
-func (sess *session) giveBack(as []scheduler.Assignment) {
+func (sess *session) giveBack(as []spec.Assignment) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(sess.ctx), sendTimeout)
 	defer cancel()
 	for _, a := range as {
-		if err := sess.srv.ctl.FailLease(ctx, a.Job.Lease(), "not delivered: the agent disconnected"); err != nil {
-			sess.log.Warn("hand a job back", "job_id", a.Job.ID, "err", err) // its lease expires
+		if err := sess.srv.ctl.FailLease(ctx, a.Lease, "not delivered: the agent disconnected"); err != nil {
+			sess.log.Warn("hand a job back", "job_id", a.Lease.JobID, "err", err) // its lease expires
 		}
 	}
 }
 
 // runJob is the message that pushes an assignment.
-func runJob(a scheduler.Assignment) (*agentrpc.ServerMessage, error) {
-	l := a.Job.Lease()
-	m := &agentrpc.RunJob{Lease: protoLease(l), RunId: a.Job.RunID, RegistryPassword: a.RegistryPassword}
+func runJob(a spec.Assignment) (*agentrpc.ServerMessage, error) {
+	l := a.Lease
+	m := &agentrpc.RunJob{Lease: protoLease(l), RunId: a.RunID, RegistryPassword: a.RegistryPassword}
 	var err error
-	if m.Job, err = json.Marshal(a.Work); err != nil {
+	if m.Job, err = json.Marshal(a.Job); err != nil {
 		return nil, fmt.Errorf("encode the job: %w", err)
 	}
 	if len(a.LocalSecrets) > 0 {
