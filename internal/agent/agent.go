@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -186,32 +187,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer out.close()
-	beat := make(chan struct{}, 1)
-	ctl := newControl(out, log, func() {
-		select {
-		case beat <- struct{}{}:
-		default:
-		}
-	})
 	labels := slices.Clone(id.Labels)
 	for _, l := range cfg.Labels {
 		if !slices.Contains(labels, l) {
 			labels = append(labels, l)
 		}
 	}
-	c := &conn{
-		cfg: cfg, client: agentrpc.NewAgentClient(cc), ctl: ctl, out: out, log: log, labels: labels,
-		stats: newHostStats(cfg.DataDir), beat: beat,
-	}
-	// The connection outlives ctx: the shutdown reports over it.
-	connCtx, stopConn := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopConn()
-	connDone := make(chan struct{})
-	go func() { c.loop(connCtx); close(connDone) }()
-
 	w := &worker.Worker{
-		ID: id.AgentID, Labels: labels, Concurrency: cfg.Concurrency, Dir: workspaces,
-		Heartbeat: cfg.Heartbeat, Grace: cfg.KillGrace, HostOnly: cfg.HostOnly, Control: ctl, Logger: log,
+		ID: id.AgentID, Dir: workspaces, Grace: cfg.KillGrace, HostOnly: cfg.HostOnly, Logger: log,
 		Runner: spec.Runner{Name: cfg.Name, OS: runtime.GOOS, Arch: runtime.GOARCH},
 	}
 	scratch := filepath.Join(cfg.DataDir, "tmp")
@@ -228,20 +211,38 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer eng.Close()
 		w.Containers = eng
 	}
+	// Pushed jobs run at once, each on its own goroutine, until the
+	// shutdown cancels what is left of them.
 	workCtx, stopWork := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer stopWork(nil)
-	workDone := make(chan struct{})
-	go func() { w.Run(workCtx); close(workDone) }()
+	var jobs sync.WaitGroup
+	beat := make(chan struct{}, 1)
+	ctl := newControl(out, log, func() {
+		select {
+		case beat <- struct{}{}:
+		default:
+		}
+	}, cfg.Concurrency, func(a spec.Assignment) { jobs.Go(func() { w.Execute(workCtx, a) }) })
+	w.Control = ctl
+	c := &conn{
+		cfg: cfg, client: agentrpc.NewAgentClient(cc), ctl: ctl, out: out, log: log, labels: labels,
+		stats: newHostStats(cfg.DataDir), beat: beat,
+	}
+	// The connection outlives ctx: the shutdown reports over it.
+	connCtx, stopConn := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopConn()
+	connDone := make(chan struct{})
+	go func() { c.loop(connCtx); close(connDone) }()
 	log.Info("oxide-agent started", "server", cfg.Server, "labels", labels, "concurrency", cfg.Concurrency)
 
 	<-ctx.Done()
 	log.Info("oxide-agent shutting down", "grace", cfg.Grace)
-	ctl.drain(reasonShutdown, true)
+	ctl.drain(true)
 	if !waitUntil(cfg.Grace, ctl.idle) {
 		log.Warn("cancelling the jobs still running")
 	}
 	stopWork(errShutdown)
-	<-workDone
+	jobs.Wait()
 	if !waitUntil(cfg.FlushTimeout, func() bool { return out.len() == 0 }) {
 		log.Warn("the server did not acknowledge everything", "messages", out.len())
 	}

@@ -448,8 +448,8 @@ func TestSpill(t *testing.T) {
 	checkLines(t, b.srv.Lines("j1"), n)
 }
 
-// TestCancelJob: CancelJob stops the step's processes; a job cancelled
-// before it started is reported cancelled without running.
+// TestCancelJob: CancelJob stops the step's processes; a job pushed
+// beyond the agent's slots is handed back at once, and never runs.
 func TestCancelJob(t *testing.T) {
 	b := setup(t)
 	cfg := b.config()
@@ -464,18 +464,15 @@ func TestCancelJob(t *testing.T) {
 		pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
 		return pid > 0
 	})
-	testkit.WaitFor(t, 5*time.Second, "a heartbeat listing both jobs", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "a heartbeat listing the job", func() bool {
 		return slices.ContainsFunc(b.srv.Received(), func(m agenttest.Received) bool {
 			hb := m.Msg.GetHeartbeat()
-			return hb != nil && slices.Equal(hb.RunningJobs, []string{"j1", "j2"}) && hb.MemoryTotalBytes > 0 && hb.DiskFreeBytes > 0
+			return hb != nil && slices.Equal(hb.RunningJobs, []string{"j1"}) && hb.MemoryTotalBytes > 0 && hb.DiskFreeBytes > 0
 		})
 	})
-
-	if err := b.srv.Cancel(r.id, "j2", "not needed"); err != nil {
-		t.Fatal(err)
-	}
-	if res := b.result("j2"); res.Status != "cancelled" || res.Error != "not needed" {
-		t.Fatalf("result of the job not started %v", res)
+	testkit.WaitFor(t, 5*time.Second, "j2 to be handed back", func() bool { return b.srv.Rejected("j2") != nil })
+	if rej := b.srv.Rejected("j2"); rej.Reason != reasonFull {
+		t.Fatalf("the job beyond the agent's slot: rejected %v", rej)
 	}
 	if err := b.srv.Cancel(r.id, "j1", "stop it"); err != nil {
 		t.Fatal(err)
@@ -486,7 +483,7 @@ func TestCancelJob(t *testing.T) {
 	testkit.WaitFor(t, 5*time.Second, "the step's process to go", func() bool { return !alive(pid) })
 	for _, m := range b.srv.Received() {
 		if m.Msg.GetAccepted().GetLease().GetJobId() == "j2" || m.Msg.GetLogs().GetLease().GetJobId() == "j2" {
-			t.Fatalf("the cancelled job ran: %v", m.Msg)
+			t.Fatalf("the job handed back ran: %v", m.Msg)
 		}
 	}
 }
@@ -535,20 +532,28 @@ func TestDrain(t *testing.T) {
 	}
 }
 
-// TestShutdown: on shutdown the agent hands back the job pushed but not
-// started, lets the running job finish within the grace period, and
-// returns nil.
+// TestShutdown: a job pushed beyond the agent's slots is handed back at
+// once; on shutdown the agent hands back what is pushed then, lets the
+// running job finish within the grace period, and returns nil.
 func TestShutdown(t *testing.T) {
 	b := setup(t)
 	r := b.start(b.config())
 	gate, wait := b.gate("go")
 	b.push(r.id, "j1", wait+"; echo done")
-	b.push(r.id, "j2", "echo no") // waits for the only slot
+	b.push(r.id, "j2", "echo no") // the only slot is taken
 	b.accepted("j1")
+	testkit.WaitFor(t, 5*time.Second, "j2 to be handed back", func() bool { return b.srv.Rejected("j2") != nil })
+	if rej := b.srv.Rejected("j2"); rej.Reason != reasonFull {
+		t.Fatalf("rejected %v", rej)
+	}
 	stopped := make(chan error, 1)
 	go func() { stopped <- r.stop(t) }()
-	testkit.WaitFor(t, 5*time.Second, "j2 to be handed back", func() bool { return b.srv.Rejected("j2") != nil })
-	if rej := b.srv.Rejected("j2"); rej.Reason != reasonShutdown {
+	testkit.WaitFor(t, 5*time.Second, "a heartbeat saying draining", func() bool {
+		return slices.ContainsFunc(b.srv.Received(), func(m agenttest.Received) bool { return m.Msg.GetHeartbeat().GetDraining() })
+	})
+	b.push(r.id, "j3", "echo no")
+	testkit.WaitFor(t, 5*time.Second, "j3 to be handed back", func() bool { return b.srv.Rejected("j3") != nil })
+	if rej := b.srv.Rejected("j3"); rej.Reason != reasonShutdown {
 		t.Fatalf("rejected %v", rej)
 	}
 	open(t, gate)
@@ -558,8 +563,8 @@ func TestShutdown(t *testing.T) {
 	if err := <-stopped; err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if b.srv.Result("j2") != nil {
-		t.Fatal("j2 ran")
+	if b.srv.Result("j2") != nil || b.srv.Result("j3") != nil {
+		t.Fatal("j2 or j3 ran")
 	}
 	if files, _ := os.ReadDir(filepath.Join(b.dir, "spool")); len(files) != 0 {
 		t.Fatalf("spool left: %v", files)

@@ -197,7 +197,7 @@ func (c *conn) dispatch(m *agentrpc.ServerMessage) {
 	case *agentrpc.ServerMessage_KeepAlive:
 	case *agentrpc.ServerMessage_Drain:
 		c.log.Info("draining: the server asked the agent to take no more jobs")
-		c.ctl.drain(reasonDraining, false)
+		c.ctl.drain(false)
 	default:
 		c.log.Warn("unknown message from the server", "type", fmt.Sprintf("%T", m))
 	}

@@ -23,6 +23,7 @@ const (
 	reasonShutdown = "agent shutting down"
 	reasonDraining = "agent is draining"
 	reasonHeld     = "agent already runs this job"
+	reasonFull     = "agent has no free slot"
 )
 
 // errNotHeld is returned by Start for a lease the agent no longer holds.
@@ -37,8 +38,8 @@ var errShutdown = errors.New("agent shutting down")
 // may be 64 KiB long).
 const maxBatchBytes = 1 << 20
 
-// control is worker.Control over the agent's connection: Claim hands the
-// worker the jobs the server pushed, and every report becomes a message in
+// control is worker.Control over the agent's connection: a job the server
+// pushes starts at once (execute), and every report becomes a message in
 // the outbox. Nothing here waits for the network.
 //
 // Every lease the server pushes ends in exactly one JobRejected (handed
@@ -51,11 +52,13 @@ type control struct {
 	// beat asks the connection to send a heartbeat now (draining changed).
 	beat func()
 
+	// execute runs a pushed job on its own goroutine.
+	execute  func(spec.Assignment)
+	capacity int // jobs at once: a push beyond it is handed back
+
 	mu       sync.Mutex
-	pending  []spec.Assignment   // pushed, not yet claimed, oldest first
 	jobs     map[string]*heldJob // pushed and not yet finished or handed back
 	done     []string            // recently finished leases, to ignore a second push
-	queued   chan struct{}
 	draining bool
 	stopping bool
 }
@@ -72,8 +75,8 @@ type heldJob struct {
 // doneMemory is how many finished leases the agent remembers.
 const doneMemory = 256
 
-func newControl(out *outbox, log *slog.Logger, beat func()) *control {
-	return &control{out: out, log: log, beat: beat, jobs: map[string]*heldJob{}, queued: make(chan struct{})}
+func newControl(out *outbox, log *slog.Logger, beat func(), capacity int, execute func(spec.Assignment)) *control {
+	return &control{out: out, log: log, beat: beat, capacity: capacity, execute: execute, jobs: map[string]*heldJob{}}
 }
 
 // run takes a job the server pushed.
@@ -99,10 +102,13 @@ func (c *control) run(m *agentrpc.RunJob) {
 		c.reject(l, reasonHeld)
 		return
 	}
-	if c.stopping || c.draining {
-		reason := reasonDraining
-		if c.stopping {
+	if c.stopping || c.draining || len(c.jobs) >= c.capacity {
+		reason := reasonFull
+		switch {
+		case c.stopping:
 			reason = reasonShutdown
+		case c.draining:
+			reason = reasonDraining
 		}
 		log.Info("rejecting a job", "reason", reason)
 		c.reject(l, reason)
@@ -116,9 +122,7 @@ func (c *control) run(m *agentrpc.RunJob) {
 	}
 	log.Info("job received", "run_id", m.RunId)
 	c.jobs[l.JobId] = &heldJob{lease: l}
-	c.pending = append(c.pending, a)
-	close(c.queued)
-	c.queued = make(chan struct{})
+	c.execute(a)
 }
 
 // assignment decodes a pushed job.
@@ -151,12 +155,6 @@ func (c *control) cancel(m *agentrpc.CancelJob) {
 		return
 	}
 	c.log.Info("job cancelled by the server", "job_id", m.JobId, "reason", m.Reason)
-	if i := slices.IndexFunc(c.pending, func(a spec.Assignment) bool { return a.Lease.JobID == m.JobId }); i >= 0 {
-		c.pending = slices.Delete(c.pending, i, i+1)
-		c.result(j.lease, &agentrpc.JobResult{Status: string(runner.StatusCancelled), Error: m.Reason})
-		c.mu.Unlock()
-		return
-	}
 	j.cancelled, j.reason = true, m.Reason
 	fn := j.onCancel
 	c.mu.Unlock()
@@ -165,17 +163,13 @@ func (c *control) cancel(m *agentrpc.CancelJob) {
 	}
 }
 
-// drain stops claiming for good and hands back what was not claimed yet.
-func (c *control) drain(reason string, stopping bool) {
+// drain takes no new job for good: the server's pushes are handed back;
+// stopping also hands back the jobs pushed that have not started.
+func (c *control) drain(stopping bool) {
 	c.mu.Lock()
 	changed := !c.draining || stopping && !c.stopping
 	c.draining = true
 	c.stopping = c.stopping || stopping
-	for _, a := range c.pending {
-		c.log.Info("handing a job back", "job_id", a.Lease.JobID, "reason", reason)
-		c.reject(c.jobs[a.Lease.JobID].lease, reason)
-	}
-	c.pending = nil
 	c.mu.Unlock()
 	if changed {
 		c.beat()
@@ -232,26 +226,6 @@ func (c *control) idle() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.jobs) == 0
-}
-
-// Claim returns up to limit of the jobs the server pushed.
-func (c *control) Claim(ctx context.Context, workerID string, labels []string, limit int) ([]spec.Assignment, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.draining || limit <= 0 || len(c.pending) == 0 {
-		return nil, nil
-	}
-	n := min(limit, len(c.pending))
-	out := slices.Clone(c.pending[:n])
-	c.pending = slices.Delete(c.pending, 0, n)
-	return out, nil
-}
-
-// Queued returns a channel closed when the server next pushes a job.
-func (c *control) Queued() <-chan struct{} {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.queued
 }
 
 // Start tells the server that the job runs, unless the agent is shutting
@@ -342,19 +316,6 @@ func (c *control) FailLease(ctx context.Context, l spec.Lease, reason string) er
 	c.remember(pl)
 	c.reject(pl, reason)
 	return nil
-}
-
-// Heartbeat returns the jobs the agent holds: the server takes a job back
-// with a CancelJob message, not by leaving it out. The agent's heartbeat
-// messages are the connection's.
-func (c *control) Heartbeat(ctx context.Context, workerID string) ([]string, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ids := make([]string, 0, len(c.jobs))
-	for id := range c.jobs {
-		ids = append(ids, id)
-	}
-	return ids, nil
 }
 
 // OnCancel calls fn when the server cancels the job, at once if it did

@@ -245,10 +245,10 @@ func (m *Machine) running(stage string) int {
 	return c
 }
 
-// Failed reports whether node i counts as failed for its dependents and
+// failed reports whether node i counts as failed for its dependents and
 // the run: it failed, timed out or was cancelled, or it was skipped because
 // a dependency had failed.
-func (m *Machine) Failed(i int) bool {
+func (m *Machine) failed(i int) bool {
 	switch m.Nodes[i].Status {
 	case spec.StatusFailure, spec.StatusTimeout, spec.StatusCancelled:
 		return true
@@ -261,7 +261,7 @@ func (m *Machine) Failed(i int) bool {
 // failedDep is the first dependency of n that failed, or nil.
 func (m *Machine) failedDep(n *Node) *Node {
 	for _, d := range n.Deps {
-		if m.Failed(d) {
+		if m.failed(d) {
 			return m.Run.Nodes[d]
 		}
 	}
@@ -271,7 +271,7 @@ func (m *Machine) failedDep(n *Node) *Node {
 // status is the final status of a run that was not cancelled.
 func (m *Machine) status() spec.Status {
 	for i, ns := range m.Nodes {
-		if ns.Status != spec.StatusSkipped && m.Failed(i) {
+		if ns.Status != spec.StatusSkipped && m.failed(i) {
 			return spec.StatusFailure
 		}
 	}

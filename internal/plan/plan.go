@@ -28,17 +28,6 @@ type Instance struct {
 	Deps   []*Instance     // instances this one waits for
 }
 
-// Instances returns the nodes expanded from the stage named name.
-func (g *Graph) Instances(name string) []*Instance {
-	var out []*Instance
-	for _, n := range g.Nodes {
-		if n.Source.Name == name {
-			out = append(out, n)
-		}
-	}
-	return out
-}
-
 // Build plans p. p must have been validated by pipeline.Parse: names are
 // unique and the dependencies acyclic.
 func Build(p *pipeline.Pipeline) (*Graph, error) {

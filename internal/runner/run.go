@@ -165,7 +165,7 @@ func (r *jobRun) init() {
 		}
 	}
 	r.baseEnv = append(r.baseEnv, "CI=true", "OXIDE=true")
-	r.baseEnv = append(r.baseEnv, Builtins(job)...)
+	r.baseEnv = append(r.baseEnv, builtins(job)...)
 
 	r.steps = make(map[string]any, len(job.Outputs)+len(job.Steps))
 	for id, out := range job.Outputs {
@@ -174,9 +174,9 @@ func (r *jobRun) init() {
 	r.outputs = make(map[string]map[string]string)
 }
 
-// Builtins are the OXIDE_* variables that every step of job sees, the same
+// builtins are the OXIDE_* variables that every step of job sees, the same
 // wherever it runs.
-func Builtins(job *spec.Job) []string {
+func builtins(job *spec.Job) []string {
 	env := []string{
 		"OXIDE_RUN_ID=" + job.RunID,
 		"OXIDE_JOB_ID=" + job.JobID,

@@ -39,7 +39,7 @@ func TestTwoServersOnePostgres(t *testing.T) {
 		go svc.Run(wctx, 100*time.Millisecond)
 		for k := range 2 {
 			w := &worker.Worker{ID: fmt.Sprintf("server%d-worker%d", i, k), Concurrency: 2, Dir: t.TempDir(), Poll: 20 * time.Millisecond, Control: svc}
-			go w.Run(wctx)
+			go w.Run(wctx, svc)
 		}
 	}
 	out := filepath.Join(t.TempDir(), "ran")

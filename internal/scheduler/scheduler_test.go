@@ -39,7 +39,7 @@ func setup(t *testing.T, workers int) *bundle {
 		defer close(done)
 		for i := range workers {
 			w := &worker.Worker{ID: "w" + string(rune('1'+i)), Concurrency: 2, Dir: t.TempDir(), Poll: 50 * time.Millisecond, Grace: 200 * time.Millisecond, Control: svc}
-			go w.Run(wctx)
+			go w.Run(wctx, svc)
 		}
 		svc.Run(wctx, 100*time.Millisecond)
 	}()
@@ -380,7 +380,7 @@ func TestSubmittedJobAndLeaseExpiry(t *testing.T) {
 	w := &worker.Worker{ID: "real", Dir: t.TempDir(), Poll: 20 * time.Millisecond, Control: b.svc}
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go w.Run(wctx)
+	go w.Run(wctx, b.svc)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		got, _ := b.store.Jobs().Get(ctx, j.ID)

@@ -287,7 +287,7 @@ func startWorkers(ctx context.Context, cfg Config, svc *scheduler.Service, conta
 		if err != nil {
 			log.Error("register in-process worker", "err", err)
 		}
-		go func() { w.Run(ctx); finished <- struct{}{} }()
+		go func() { w.Run(ctx, svc); finished <- struct{}{} }()
 	}
 	go func() {
 		for range cfg.Agents {

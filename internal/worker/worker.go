@@ -21,21 +21,26 @@ import (
 	"github.com/oxide-ci/oxide/internal/spec"
 )
 
-// Control is the control plane as a worker sees it: the scheduler in the
-// server's process, the server's connection in an agent.
+// Control is what a running job reports to: the scheduler in the server's
+// process, the server's connection in an agent.
 type Control interface {
-	Claim(ctx context.Context, workerID string, labels []string, limit int) ([]spec.Assignment, error)
 	Start(ctx context.Context, l spec.Lease) error
 	StepUpdate(ctx context.Context, l spec.Lease, index int, r runner.StepResult) error
 	AppendLogs(ctx context.Context, jobID, runID string, lines []spec.LogLine) error
 	Finish(ctx context.Context, l spec.Lease, res runner.JobResult) error
 	// FailLease hands a job back, unfinished, for its next attempt.
 	FailLease(ctx context.Context, l spec.Lease, reason string) error
+	// OnCancel calls fn when the job is cancelled; unregister stops that.
+	OnCancel(jobID string, fn func(reason string)) (unregister func())
+}
+
+// Queue is where a worker in the server's process claims its jobs; an
+// agent has none: the server pushes its jobs, and it Executes them.
+type Queue interface {
+	Claim(ctx context.Context, workerID string, labels []string, limit int) ([]spec.Assignment, error)
 	Heartbeat(ctx context.Context, workerID string) ([]string, error)
 	// Queued returns a channel closed when jobs are next queued.
 	Queued() <-chan struct{}
-	// OnCancel calls fn when the job is cancelled; unregister stops that.
-	OnCancel(jobID string, fn func(reason string)) (unregister func())
 }
 
 // Containers makes container environments: docker.Engine.
@@ -46,7 +51,8 @@ type Containers interface {
 // ErrCancelled is the cause of a job stopped by the control plane.
 var ErrCancelled = errors.New("job cancelled")
 
-// Worker claims and runs jobs.
+// Worker runs jobs: those it claims from a Queue (Run), or those it is
+// handed (Execute).
 type Worker struct {
 	ID          string
 	Labels      []string
@@ -67,9 +73,10 @@ type Worker struct {
 	Logger     *slog.Logger
 }
 
-// Run claims and runs jobs until ctx is done, then waits for the jobs it
-// runs (they are cancelled with ctx).
-func (w *Worker) Run(ctx context.Context) error {
+// Run claims jobs from q and runs them until ctx is done, then waits for
+// the jobs it runs (they are cancelled with ctx).
+func (w *Worker) Run(ctx context.Context, q Queue) error {
+	w.defaults()
 	if w.Concurrency <= 0 {
 		w.Concurrency = 1
 	}
@@ -78,9 +85,6 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	if w.Heartbeat <= 0 {
 		w.Heartbeat = 10 * time.Second
-	}
-	if w.Logger == nil {
-		w.Logger = slog.New(slog.DiscardHandler)
 	}
 	var (
 		wg      sync.WaitGroup
@@ -94,12 +98,12 @@ func (w *Worker) Run(ctx context.Context) error {
 	poll := time.NewTimer(0)
 	defer poll.Stop()
 	for {
-		queued := w.Control.Queued()
+		queued := q.Queued()
 		mu.Lock()
 		free := w.Concurrency - len(running)
 		mu.Unlock()
 		if free > 0 {
-			as, err := w.Control.Claim(ctx, w.ID, w.Labels, free)
+			as, err := q.Claim(ctx, w.ID, w.Labels, free)
 			if err != nil && ctx.Err() == nil {
 				w.Logger.Error("claim", "err", err)
 			}
@@ -126,7 +130,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		case <-freed:
 		case <-poll.C:
 		case <-beat.C:
-			held, err := w.Control.Heartbeat(ctx, w.ID)
+			held, err := q.Heartbeat(ctx, w.ID)
 			if err != nil {
 				w.Logger.Warn("heartbeat", "err", err)
 				continue
@@ -149,6 +153,22 @@ func contains(ids []string, id string) bool {
 		}
 	}
 	return false
+}
+
+func (w *Worker) defaults() {
+	if w.Logger == nil {
+		w.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Execute runs an assignment that the worker was handed to its end, and
+// reports it. Cancelling ctx hands the job back for its next attempt (the
+// worker shuts down); the control plane's cancel stops it.
+func (w *Worker) Execute(ctx context.Context, a spec.Assignment) {
+	w.defaults()
+	jctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	w.execute(jctx, cancel, a)
 }
 
 // execute runs one assignment to its end and reports it.
