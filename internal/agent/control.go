@@ -288,7 +288,7 @@ func (c *control) AppendLogs(ctx context.Context, jobID, runID string, lines []s
 
 // Finish reports how the job ended.
 func (c *control) Finish(ctx context.Context, l spec.Lease, res runner.JobResult) error {
-	r := &agentrpc.JobResult{Status: string(res.Status), Steps: make([]*agentrpc.StepResult, len(res.Steps))}
+	r := &agentrpc.JobResult{Status: string(res.Status), Reason: res.Reason, Steps: make([]*agentrpc.StepResult, len(res.Steps))}
 	if res.Err != nil {
 		r.Error = res.Err.Error()
 	}

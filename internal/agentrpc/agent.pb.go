@@ -888,9 +888,10 @@ type JobResult struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	BatchSeq      uint64                 `protobuf:"varint,1,opt,name=batch_seq,json=batchSeq,proto3" json:"batch_seq,omitempty"`
 	Lease         *Lease                 `protobuf:"bytes,2,opt,name=lease,proto3" json:"lease,omitempty"`
-	Status        string                 `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"` // success, failure, timeout or cancelled
+	Status        string                 `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"` // success, failure, timeout, cancelled, or skipped by the job's own condition
 	Steps         []*StepResult          `protobuf:"bytes,4,rep,name=steps,proto3" json:"steps,omitempty"`
-	Error         string                 `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	Error         string                 `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`   // the job could not run: an infrastructure failure (no step ran)
+	Reason        string                 `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"` // why a skipped job did not run
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -956,6 +957,13 @@ func (x *JobResult) GetSteps() []*StepResult {
 func (x *JobResult) GetError() string {
 	if x != nil {
 		return x.Error
+	}
+	return ""
+}
+
+func (x *JobResult) GetReason() string {
+	if x != nil {
+		return x.Reason
 	}
 	return ""
 }
@@ -1513,13 +1521,14 @@ const file_agent_proto_rawDesc = "" +
 	"\battempts\x18\x06 \x01(\x05R\battempts\x1a:\n" +
 	"\fOutputsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb5\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcd\x01\n" +
 	"\tJobResult\x12\x1b\n" +
 	"\tbatch_seq\x18\x01 \x01(\x04R\bbatchSeq\x12+\n" +
 	"\x05lease\x18\x02 \x01(\v2\x15.oxide.agent.v1.LeaseR\x05lease\x12\x16\n" +
 	"\x06status\x18\x03 \x01(\tR\x06status\x120\n" +
 	"\x05steps\x18\x04 \x03(\v2\x1a.oxide.agent.v1.StepResultR\x05steps\x12\x14\n" +
-	"\x05error\x18\x05 \x01(\tR\x05error\":\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\":\n" +
 	"\vJobAccepted\x12+\n" +
 	"\x05lease\x18\x01 \x01(\v2\x15.oxide.agent.v1.LeaseR\x05lease\"R\n" +
 	"\vJobRejected\x12+\n" +

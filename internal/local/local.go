@@ -204,11 +204,7 @@ func (e *execution) finished(d done) {
 		e.rep.StageCompleted(e.run, e.run.Plan.Nodes[d.node])
 		return
 	}
-	ev := plan.Finished{Node: d.node, Status: d.res.Status, Reason: d.res.Reason, Outputs: d.res.Outputs}
-	if d.res.Err != nil {
-		ev.Reason = d.res.Err.Error()
-	}
-	e.apply(e.m.Next(ev)) // an End of the node reports it
+	e.apply(e.m.Next(plan.Finished{Node: d.node, Status: d.res.Status, Reason: d.res.Why(), Outputs: d.res.Outputs})) // an End of the node reports it
 }
 
 // execute runs one attempt of a stage instance's job, after delay for a

@@ -99,6 +99,7 @@ type result struct {
 
 type stage struct {
 	Status string
+	Reason string
 	Steps  []step
 }
 
@@ -166,6 +167,8 @@ func checkSemantics(t *testing.T, res map[string]result) {
 		{"flow.yaml", "notify", "tell", "success 0 [the run failed]"},
 		{"flow.yaml", "on-main", "", "success"},
 		{"flow.yaml", "not-on-dev", "", "skipped"},
+		{"flow.yaml", "on-plan9", "", "skipped"},
+		{"flow.yaml", "on-this-os", "yes", "success 0 [on " + runtime.GOOS + "]"},
 		{"retry.yaml", "flaky-stage", "count", "success 0 [attempt 2 of the stage]"},
 		{"retry.yaml", "flaky-step", "count", "success 0 [third time lucky] [retrying in 1s (attempt 2/3) retrying in 2s (attempt 3/3)]"},
 		{"retry.yaml", "slow", "", "timeout"},
@@ -225,7 +228,7 @@ func runLocal(t *testing.T, c pcase) result {
 	res := result{Status: string(run.Status), Stages: map[string]stage{}}
 	for _, n := range r.Nodes {
 		sr := run.Stages[n.Index]
-		sg := stage{Status: string(sr.Status)}
+		sg := stage{Status: string(sr.Status), Reason: sr.Reason}
 		for i, s := range n.Job.Steps {
 			st := step{Name: s.Name, Status: "pending", ExitCode: "-"}
 			if i < len(sr.Steps) {
@@ -320,7 +323,7 @@ func runRemote(t *testing.T, srv *testServer, c pcase) result {
 	}
 	res := result{Status: string(run.Status), Stages: map[string]stage{}}
 	for _, sg := range run.Stages {
-		out := stage{Status: string(sg.Status)}
+		out := stage{Status: string(sg.Status), Reason: sg.Reason}
 		for _, s := range sg.Steps {
 			st := step{Name: s.Name, Status: string(s.Status), ExitCode: "-", Outputs: normalizeOutputs(s.Outputs)}
 			if s.ExitCode != nil {
@@ -371,8 +374,8 @@ func compare(want, got result) string {
 	}
 	for _, name := range slices.Sorted(maps.Keys(want.Stages)) {
 		w, g := want.Stages[name], got.Stages[name]
-		if w.Status != g.Status {
-			d = append(d, fmt.Sprintf("stage %q: %s, want %s", name, g.Status, w.Status))
+		if w.Status != g.Status || w.Reason != g.Reason {
+			d = append(d, fmt.Sprintf("stage %q: %s (%q), want %s (%q)", name, g.Status, g.Reason, w.Status, w.Reason))
 		}
 		if len(w.Steps) != len(g.Steps) {
 			d = append(d, fmt.Sprintf("stage %q: %d steps, want %d", name, len(g.Steps), len(w.Steps)))

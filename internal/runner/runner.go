@@ -114,6 +114,24 @@ type JobResult struct {
 	Err error
 }
 
+// Why says why a job ended as it did, for its stage: its Reason (it was
+// skipped), its Err (it could not run), else the error of its first step
+// that failed or timed out with one; "" when its steps' statuses say all.
+func (r JobResult) Why() string {
+	switch {
+	case r.Reason != "":
+		return r.Reason
+	case r.Err != nil:
+		return r.Err.Error()
+	}
+	for _, s := range r.Steps {
+		if (s.Status == StatusFailure || s.Status == StatusTimeout) && s.Err != nil {
+			return s.Err.Error()
+		}
+	}
+	return ""
+}
+
 // ErrStepTimeout is the cause of a step's context when the step's timeout
 // expires; a step ended by it has StatusTimeout.
 var ErrStepTimeout = errors.New("step timed out")

@@ -212,17 +212,11 @@ func (s *Service) Heartbeat(ctx context.Context, workerID string) ([]string, err
 // for a lease that is no longer current (the job was cancelled or given to
 // another worker) is ignored.
 func (s *Service) Finish(ctx context.Context, l store.Lease, res runner.JobResult) error {
-	result := store.Result{Lease: l, State: jobState(res.Status)}
-	if res.Err != nil {
-		result.Error = res.Err.Error()
-	}
+	result := store.Result{Lease: l, State: jobState(res.Status), Error: res.Why()}
 	for _, sr := range res.Steps {
 		if sr.Status == runner.StatusFailure || sr.Status == runner.StatusTimeout {
 			code := sr.ExitCode
 			result.ExitCode = &code
-			if result.Error == "" && sr.Err != nil {
-				result.Error = sr.Err.Error()
-			}
 		}
 	}
 	job, err := s.store.Jobs().Get(ctx, l.JobID)
@@ -250,11 +244,11 @@ func (s *Service) Finish(ctx context.Context, l store.Lease, res runner.JobResul
 		if j.RunID == "" {
 			return nil
 		}
-		status, reason := stageStatus(j.State), j.Error
+		status := stageStatus(j.State)
 		if res.Status == runner.StatusSkipped {
-			status, reason = spec.StatusSkipped, res.Reason
+			status = spec.StatusSkipped
 		}
-		stopped, err = s.finished(ctx, tx, j, status, reason)
+		stopped, err = s.finished(ctx, tx, j, status, j.Error)
 		return err
 	})
 	if err != nil {

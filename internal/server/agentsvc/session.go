@@ -492,7 +492,7 @@ func (sess *session) result(r *agentrpc.JobResult) error {
 	if l.WorkerID != sess.id {
 		return errNotYours
 	}
-	res := runner.JobResult{Status: runner.Status(r.GetStatus()), Steps: make([]runner.StepResult, len(r.GetSteps()))}
+	res := runner.JobResult{Status: runner.Status(r.GetStatus()), Reason: r.GetReason(), Steps: make([]runner.StepResult, len(r.GetSteps()))}
 	if r.GetError() != "" {
 		res.Err = errors.New(r.GetError())
 	}
