@@ -169,7 +169,7 @@ func checkSemantics(t *testing.T, res map[string]result) {
 		{"flow.yaml", "not-on-dev", "", "skipped"},
 		{"flow.yaml", "on-plan9", "", "skipped"},
 		{"flow.yaml", "on-this-os", "yes", "success 0 [on " + runtime.GOOS + "]"},
-		{"retry.yaml", "flaky-stage", "count", "success 0 [attempt 2 of the stage]"},
+		{"retry.yaml", "flaky-stage", "count", "success 0 [attempt 1 of the stage attempt 2 of the stage]"},
 		{"retry.yaml", "flaky-step", "count", "success 0 [third time lucky] [retrying in 1s (attempt 2/3) retrying in 2s (attempt 3/3)]"},
 		{"retry.yaml", "slow", "", "timeout"},
 		{"retry.yaml", "slow", "sleeps", "timeout"},
@@ -219,7 +219,7 @@ func runLocal(t *testing.T, c pcase) result {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := &recorder{lines: map[lineKey][]string{}, attempt: map[string]int{}}
+	rec := &recorder{lines: map[lineKey][]string{}}
 	ws := t.TempDir()
 	run := local.Execute(t.Context(), store.NewID(), r, local.Options{
 		Workspace: ws, LookupEnv: os.LookupEnv,
@@ -249,25 +249,13 @@ func runLocal(t *testing.T, c pcase) result {
 
 type lineKey struct{ stage, step, stream string }
 
-// recorder keeps the lines of the last attempt of every stage instance.
+// recorder keeps the lines of every attempt of every stage instance.
 type recorder struct {
-	mu      sync.Mutex
-	lines   map[lineKey][]string
-	attempt map[string]int // by stage instance
+	mu    sync.Mutex
+	lines map[lineKey][]string
 }
 
-func (r *recorder) StepStarted(s runner.StepInfo) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if a := s.Job.Attempt; a > r.attempt[s.Job.Stage] { // a stage retry: forget the attempt before
-		r.attempt[s.Job.Stage] = a
-		for k := range r.lines {
-			if k.stage == s.Job.Stage {
-				delete(r.lines, k)
-			}
-		}
-	}
-}
+func (r *recorder) StepStarted(runner.StepInfo) {}
 
 func (r *recorder) StepLines(s runner.StepInfo, stream runner.Stream, lines [][]byte) {
 	r.mu.Lock()

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"fmt"
 	"slices"
 
 	"github.com/oxide-ci/oxide/internal/plan"
@@ -158,7 +159,18 @@ func (s *Service) startNode(ctx context.Context, tx store.Tx, st *runState, a pl
 		return err
 	}
 	st.jobs[a.Node] = jobs[0]
-	return s.createSteps(ctx, tx, jobs[0].ID, st.m.Run.Nodes[a.Node].Job.Steps)
+	if err := s.createSteps(ctx, tx, jobs[0].ID, st.m.Run.Nodes[a.Node].Job.Steps); err != nil {
+		return err
+	}
+	text := fmt.Sprintf("stage attempt %d of %d after %s", a.Attempt, st.m.Run.Nodes[a.Node].Retry.MaxAttempts, prev.State)
+	if prev.Error != "" {
+		text += ": " + prev.Error
+	}
+	if a.Delay > 0 {
+		text += fmt.Sprintf(", in %s", a.Delay)
+	}
+	_, err = tx.Logs().Append(ctx, jobs[0].ID, []store.LogLine{{Seq: 1, Attempt: 1, Stream: "system", Text: text, Time: now()}})
+	return err
 }
 
 // createSteps stores the steps of a job.

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -172,7 +171,8 @@ func (s *Server) runTree(ctx context.Context, r store.Run) (runJSON, error) {
 		if g, ok := gateOf[st.ID]; ok {
 			sj.Approval = toGate(g)
 		}
-		if j, ok := jobs[st.ID]; ok {
+		if js := jobs[st.ID]; len(js) > 0 {
+			j := js[len(js)-1] // its last attempt
 			sj.JobID = j.ID
 			if st.Status.Done() && st.Status != store.StatusSuccess {
 				sj.Reason = j.Error
@@ -190,16 +190,17 @@ func (s *Server) runTree(ctx context.Context, r store.Run) (runJSON, error) {
 	return out, nil
 }
 
-// jobsByStage returns the jobs of a run by stage ID.
-func (s *Server) jobsByStage(ctx context.Context, runID string) (map[string]store.Job, error) {
+// jobsByStage returns the jobs of a run by stage ID, oldest first: a
+// stage has one job, and one more for each of its retries.
+func (s *Server) jobsByStage(ctx context.Context, runID string) (map[string][]store.Job, error) {
 	jobs, err := s.store.Jobs().List(ctx, store.JobFilter{RunID: runID})
 	if err != nil {
 		return nil, err
 	}
-	m := make(map[string]store.Job, len(jobs))
+	m := make(map[string][]store.Job, len(jobs))
 	for _, j := range jobs {
 		if j.StageID != "" {
-			m[j.StageID] = j
+			m[j.StageID] = append(m[j.StageID], j)
 		}
 	}
 	return m, nil
@@ -358,13 +359,15 @@ func logLimit(r *http.Request) (int, error) {
 
 // runLogCursor is a position in a run's log: after line seq of the stage
 // with index stage.
+// runLogCursor is a place in a run's log: a stage, one of its jobs (0 for
+// its first attempt) and a line of that job.
 type runLogCursor struct {
-	stage int
-	seq   int64
+	stage, job int
+	seq        int64
 }
 
 func (c runLogCursor) String() string {
-	return encodeCursor("l", strconv.Itoa(c.stage)+"."+strconv.FormatInt(c.seq, 10))
+	return encodeCursor("l", fmt.Sprintf("%d.%d.%d", c.stage, c.job, c.seq))
 }
 
 func parseRunLogCursor(s string) (runLogCursor, error) {
@@ -372,13 +375,11 @@ func parseRunLogCursor(s string) (runLogCursor, error) {
 		return runLogCursor{stage: -1}, nil
 	}
 	v, ok := decodeCursor(s, "l")
-	a, b, ok2 := strings.Cut(v, ".")
-	stage, err1 := strconv.Atoi(a)
-	seq, err2 := strconv.ParseInt(b, 10, 64)
-	if !ok || !ok2 || err1 != nil || err2 != nil || seq < 0 {
+	var c runLogCursor
+	if n, err := fmt.Sscanf(v, "%d.%d.%d", &c.stage, &c.job, &c.seq); !ok || err != nil || n != 3 || c.job < 0 || c.seq < 0 {
 		return runLogCursor{}, invalidf("after %q is not a cursor of this run's log", s)
 	}
-	return runLogCursor{stage: stage, seq: seq}, nil
+	return c, nil
 }
 
 // runLogs answers the lines of a run after the cursor: stage by stage in
@@ -408,6 +409,7 @@ func (s *Server) runLogs(w http.ResponseWriter, r *http.Request, _ *principal) e
 		return err
 	}
 	lines := []logLineJSON{}
+stages:
 	for _, st := range stages {
 		if st.Index < cur.stage {
 			continue
@@ -415,32 +417,35 @@ func (s *Server) runLogs(w http.ResponseWriter, r *http.Request, _ *principal) e
 		if st.Index > cur.stage {
 			cur = runLogCursor{stage: st.Index}
 		}
-		j, ok := jobs[st.ID]
-		if !ok {
+		js := jobs[st.ID]
+		if len(js) == 0 {
 			if st.Status.Done() {
 				continue
 			}
 			break
 		}
 		// Read the stage's status before its lines: a stage seen done has
-		// all its lines stored.
+		// all its lines stored, and so has every job but its last.
 		done := st.Status.Done()
-		got, err := s.store.Logs().Read(ctx, j.ID, cur.seq, limit-len(lines))
-		if err != nil {
-			return err
-		}
-		if len(got) > 0 {
-			names, err := s.stepNames(ctx, j.ID)
+		for ; cur.job < len(js); cur.job, cur.seq = cur.job+1, 0 {
+			j := js[cur.job]
+			got, err := s.store.Logs().Read(ctx, j.ID, cur.seq, limit-len(lines))
 			if err != nil {
 				return err
 			}
-			for _, l := range got {
-				lines = append(lines, logLineJSON{Stage: st.Name, Step: names[l.StepID], Stream: l.Stream, Seq: l.Seq, Attempt: l.Attempt, Text: l.Text, Time: l.Time.UTC()})
+			if len(got) > 0 {
+				names, err := s.stepNames(ctx, j.ID)
+				if err != nil {
+					return err
+				}
+				for _, l := range got {
+					lines = append(lines, logLineJSON{Stage: st.Name, Step: names[l.StepID], Stream: l.Stream, Seq: l.Seq, Attempt: l.Attempt, Text: l.Text, Time: l.Time.UTC()})
+				}
+				cur.seq = got[len(got)-1].Seq
 			}
-			cur.seq = got[len(got)-1].Seq
-		}
-		if len(lines) >= limit || !done {
-			break
+			if len(lines) >= limit || cur.job == len(js)-1 && !done {
+				break stages
+			}
 		}
 	}
 	if cur.stage < 0 {
