@@ -47,6 +47,9 @@ type Autoscaler struct {
 	// provider among the servers sharing the store; default a random ID.
 	Holder string
 	Logger *slog.Logger
+	// Now is the clock that Idle and Register are measured with; default
+	// time.Now.
+	Now func() time.Time
 
 	leading   bool                 // whether the last reconciliation held the lease
 	idleSince map[string]time.Time // by worker ID
@@ -71,6 +74,9 @@ func (a *Autoscaler) defaults() {
 	}
 	if a.Logger == nil {
 		a.Logger = slog.New(slog.DiscardHandler)
+	}
+	if a.Now == nil {
+		a.Now = time.Now
 	}
 	if a.idleSince == nil {
 		a.idleSince = map[string]time.Time{}
@@ -179,7 +185,7 @@ func (a *Autoscaler) Reconcile(ctx context.Context) error {
 		a.Logger.Info("autoscaler: removing an orphaned worker", "worker_id", in.WorkerID, "handle", in.Handle)
 		errs = append(errs, a.Provider.Destroy(ctx, in.Handle))
 	}
-	now := time.Now()
+	now := a.Now()
 	var idle []store.Worker
 	for _, w := range ready {
 		working, err := a.working(ctx, w.AgentID)
@@ -262,7 +268,7 @@ func (a *Autoscaler) create(ctx context.Context) error {
 		return fmt.Errorf("autoscaler: bootstrap token: %w", err)
 	}
 	w, err := a.Store.Workers().Create(ctx, store.Worker{
-		Provider: name, TokenID: tok.ID, Deadline: time.Now().Add(a.Register),
+		Provider: name, TokenID: tok.ID, Deadline: a.Now().Add(a.Register),
 	})
 	if err != nil {
 		return err
@@ -288,7 +294,7 @@ func (a *Autoscaler) advance(ctx context.Context, w store.Worker, running bool) 
 	case tok.UsedBy != "":
 		a.Logger.Info("autoscaler: worker ready", "worker_id", w.ID, "agent_id", tok.UsedBy)
 		return a.Store.Workers().Update(ctx, w.ID, store.WorkerUpdate{State: store.WorkerReady, AgentID: tok.UsedBy, Handle: w.Handle})
-	case time.Now().After(w.Deadline):
+	case a.Now().After(w.Deadline):
 		w.State = store.WorkerFailed
 		return w, a.destroy(ctx, w, store.WorkerFailed, fmt.Sprintf("its agent did not register within %s", a.Register))
 	case w.Handle != "" && !running:

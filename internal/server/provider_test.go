@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -168,7 +169,14 @@ func TestAutoscaleRegisterTimeout(t *testing.T) {
 	var j struct{ ID string }
 	s.call(t, "POST", "/api/v1/jobs", s.Token, map[string]any{"name": "stranded", "command": "echo never"}).want(t, 201, &j)
 	testkit.Until(t, 30*time.Second, func() (bool, string) { return running() == 1, "no worker started" })
-	time.Sleep(cfg.WorkerRegister + 3*time.Second) // past the first worker's deadline, and the next reconciliation
+	// The reconciliation that fails the first worker, its deadline past,
+	// makes the next one for the job.
+	testkit.Until(t, 60*time.Second, func() (bool, string) {
+		var ws struct{ Items []struct{ State string } }
+		s.call(t, "GET", "/api/v1/workers", s.Token, nil).want(t, 200, &ws)
+		failed := slices.ContainsFunc(ws.Items, func(w struct{ State string }) bool { return w.State == string(store.WorkerFailed) })
+		return failed && len(ws.Items) >= 2, fmt.Sprintf("workers %+v: want the first failed and another", ws.Items)
+	})
 	var job struct{ State string }
 	s.call(t, "GET", "/api/v1/jobs/"+j.ID, s.Token, nil).want(t, 200, &job)
 	if job.State != "queued" {

@@ -113,7 +113,9 @@ type Config struct {
 	// OrphanGrace is how long a lease the store gives an agent may go
 	// unreported by it before it is failed; default 10s.
 	OrphanGrace time.Duration
-	Logger      *slog.Logger
+	// Now is the clock that OrphanGrace is measured with; default time.Now.
+	Now    func() time.Time
+	Logger *slog.Logger
 }
 
 // Server is the agent service. Use New, then Serve; Stop ends it.
@@ -154,6 +156,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.OrphanGrace <= 0 {
 		cfg.OrphanGrace = DefaultOrphanGrace
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -69,10 +69,11 @@ func TestRegister(t *testing.T) {
 	// Reused, unknown and expired tokens are refused, and audited without
 	// the token.
 	short, hash := pki.NewBootstrapToken()
-	if _, err := b.store.BootstrapTokens().Create(ctx, store.BootstrapToken{Hash: hash}, time.Millisecond); err != nil {
+	shortTok, err := b.store.BootstrapTokens().Create(ctx, store.BootstrapToken{Hash: hash}, time.Millisecond)
+	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(20 * time.Millisecond) // past its expiry
+	eventually(t, "the token to expire", func() bool { return time.Now().After(shortTok.ExpiresAt) })
 	for _, tt := range []struct{ token, reason string }{
 		{tok, "token already used"},
 		{"oxb_nonsense", "unknown token"},
@@ -159,7 +160,8 @@ func TestDispatch(t *testing.T) {
 	if st := b.agentStatus(t, id.id); st != store.AgentOnline {
 		t.Fatalf("status %s, want online", st)
 	}
-	a.none(t, "a RunJob with nothing queued", 100*time.Millisecond, isRun)
+	b.dispatched(t)
+	a.none(t, "a RunJob with nothing queued", isRun)
 
 	start := time.Now()
 	j := b.submit(t, "hello", "linux")
@@ -183,7 +185,8 @@ func TestDispatch(t *testing.T) {
 	eventually(t, "a job.dispatched event", func() bool { return len(b.events(t, "job.dispatched", j.ID)) == 1 })
 	// A second job waits: the agent's one slot is taken.
 	j2 := b.submit(t, "second", "linux")
-	a.none(t, "a second RunJob", 200*time.Millisecond, isRun)
+	b.dispatched(t)
+	a.none(t, "a second RunJob", isRun)
 
 	a.send(t, accepted(l))
 	eventually(t, "the job to run", func() bool { return b.job(t, j.ID).State == store.JobRunning })
@@ -471,7 +474,7 @@ func TestReconnect(t *testing.T) {
 	if got := b.job(t, j2.ID); got.State != store.JobSucceeded {
 		t.Errorf("job 2 %s", got.State)
 	}
-	a2.none(t, "a CancelJob of the current lease", 100*time.Millisecond, func(m *agentrpc.ServerMessage) bool {
+	a2.none(t, "a CancelJob of the current lease", func(m *agentrpc.ServerMessage) bool {
 		return m.GetCancel().GetJobId() == j2.ID
 	})
 	// Job 1 is queued again: with a free slot, the agent gets attempt 2.
@@ -486,17 +489,19 @@ func TestReconnect(t *testing.T) {
 	if err := a2.ended(t); status.Code(err) != codes.Unavailable {
 		t.Errorf("older stream ended with %v, want Unavailable", err)
 	}
-	a3.none(t, "a CancelJob of a current lease", 100*time.Millisecond, func(m *agentrpc.ServerMessage) bool { return m.GetCancel() != nil })
+	a3.none(t, "a CancelJob of a current lease", func(m *agentrpc.ServerMessage) bool { return m.GetCancel() != nil })
 	if st := b.agentStatus(t, id.id); st != store.AgentOnline {
 		t.Errorf("status %s, want online", st)
 	}
 }
 
 // TestOrphans: a lease the agent neither reports nor finishes is handed
-// back after the grace; a job it runs without holding it is cancelled.
+// back after the grace, not before; a job it runs without holding it is
+// cancelled.
 func TestOrphans(t *testing.T) {
 	t.Parallel()
-	b := setupWith(t, options{orphanGrace: 200 * time.Millisecond})
+	clk := &clock{t: time.Now()}
+	b := setupWith(t, options{now: clk.now})
 	id := b.register(t, &agentrpc.RegisterRequest{Name: "forgetful"})
 	a := b.connect(t, id, hello(1))
 	j := b.submit(t, "lost on the way")
@@ -507,7 +512,14 @@ func TestOrphans(t *testing.T) {
 	// It comes back without the job.
 	a2 := b.connect(t, id, hello(1))
 	a2.send(t, heartbeat())
-	time.Sleep(300 * time.Millisecond) // past the grace
+	a2.sync(t) // the heartbeat was handled: the lease is unreported since now
+	clk.advance(agentsvc.DefaultOrphanGrace)
+	a2.send(t, heartbeat())
+	a2.sync(t)
+	if got := b.job(t, j.ID); got.Attempt != 1 || got.WorkerID != id.id {
+		t.Fatalf("job within the grace: attempt %d on %q, want attempt 1 kept", got.Attempt, got.WorkerID)
+	}
+	clk.advance(time.Second)
 	a2.send(t, heartbeat())
 	next := a2.expectRun(t)
 	if next.Lease.JobId != j.ID || next.Lease.Attempt != 2 {
@@ -533,7 +545,8 @@ func TestDrain(t *testing.T) {
 	b.srv.Drain(id.id)
 	a.expect(t, "Drain", func(m *agentrpc.ServerMessage) bool { return m.GetDrain() != nil })
 	j2 := b.submit(t, "after")
-	a.none(t, "a RunJob after the drain", 300*time.Millisecond, isRun)
+	b.dispatched(t)
+	a.none(t, "a RunJob after the drain", isRun)
 	if got := b.job(t, j2.ID); got.State != store.JobQueued {
 		t.Errorf("job submitted after the drain: %s", got.State)
 	}
@@ -544,14 +557,18 @@ func TestDrain(t *testing.T) {
 	if got := b.job(t, j.ID); got.State != store.JobSucceeded {
 		t.Errorf("job %s", got.State)
 	}
-	a.none(t, "a RunJob after the drain", 200*time.Millisecond, isRun)
+	b.dispatched(t) // the slot it freed
+	a.none(t, "a RunJob after the drain", isRun)
+	a.stream.CloseSend() // one agent connected at a time, for dispatched
+	a.ended(t)
 
 	// An agent that drains itself gets no jobs either.
 	id2 := b.register(t, &agentrpc.RegisterRequest{Name: "leaving"})
 	h := hello(1)
 	h.Draining = true
 	a2 := b.connect(t, id2, h)
-	a2.none(t, "a RunJob for a draining agent", 300*time.Millisecond, isRun)
+	b.dispatched(t)
+	a2.none(t, "a RunJob for a draining agent", isRun)
 	if st := b.agentStatus(t, id2.id); st != store.AgentDraining {
 		t.Errorf("status %s, want draining", st)
 	}

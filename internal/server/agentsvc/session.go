@@ -591,7 +591,7 @@ func (sess *session) heartbeat(h *agentrpc.Heartbeat) {
 //     any more is forgotten after OrphanGrace, freeing its slot.
 func (sess *session) reconcileRunning(heldIDs, running []string) {
 	s := sess.srv
-	now := time.Now()
+	now := s.cfg.Now()
 	for _, id := range running {
 		if !slices.Contains(heldIDs, id) {
 			sess.mu.Lock()

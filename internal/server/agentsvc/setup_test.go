@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,11 +34,12 @@ type bundle struct {
 	ca    *pki.CA
 	addr  string
 	live  *recorder
+	loops *loops
 }
 
 type options struct {
 	agentTimeout time.Duration
-	orphanGrace  time.Duration
+	now          func() time.Time // the server's clock (Config.Now)
 	lease        time.Duration
 	control      func(agentsvc.Control) agentsvc.Control // wraps the scheduler
 }
@@ -69,9 +71,10 @@ func setupWith(t *testing.T, o options) *bundle {
 	if o.control != nil {
 		ctl = o.control(svc)
 	}
+	loops := &loops{Control: ctl}
 	srv, err := agentsvc.New(agentsvc.Config{
-		Store: st, Control: ctl, CA: ca, Certificate: cert, Live: live,
-		Poll: 50 * time.Millisecond, OrphanGrace: o.orphanGrace, KeepAlive: time.Minute,
+		Store: st, Control: loops, CA: ca, Certificate: cert, Live: live,
+		Poll: 50 * time.Millisecond, KeepAlive: time.Minute, Now: o.now,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -95,7 +98,50 @@ func setupWith(t *testing.T, o options) *bundle {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return &bundle{store: st, svc: svc, srv: srv, ca: ca, addr: ln.Addr().String(), live: live}
+	return &bundle{store: st, svc: svc, srv: srv, ca: ca, addr: ln.Addr().String(), live: live, loops: loops}
+}
+
+// loops counts the rounds of the sessions' dispatch loops: each begins
+// with a call of Control.Queued, then claims for the agent's free slots
+// and queues a RunJob for each job claimed.
+type loops struct {
+	agentsvc.Control
+	n atomic.Int64
+}
+
+func (l *loops) Queued() <-chan struct{} {
+	l.n.Add(1)
+	return l.Control.Queued()
+}
+
+// dispatched waits until a dispatch loop has made a whole round that began
+// after the call: the round that began with the next call of Queued ended
+// when the one after began. Any RunJob for what the store held at the call
+// (a job queued, a slot freed, an agent drained) is then queued on the
+// session, to be sent before what the session queues later (see none).
+// The round may be any session's: call it with one agent connected.
+func (b *bundle) dispatched(t *testing.T) {
+	t.Helper()
+	n := b.loops.n.Load()
+	eventually(t, "a round of the dispatch loop", func() bool { return b.loops.n.Load() >= n+2 })
+}
+
+// clock is a fake Config.Now: it moves only when advanced.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
 }
 
 // recorder is a scheduler.Publisher that keeps what it is given.
@@ -263,26 +309,26 @@ func (a *agent) expect(t *testing.T, what string, match func(*agentrpc.ServerMes
 	}
 }
 
-// none checks that no message that match accepts comes within d.
-func (a *agent) none(t *testing.T, what string, d time.Duration, match func(*agentrpc.ServerMessage) bool) {
+// sync makes a round trip through the session's handler, which processes
+// the agent's messages one by one, in order: it sends a step update that
+// the server drops (it names no job) and acknowledges, and waits for the
+// Ack. A session sends its messages in the order it queues them, so what
+// it queued before it handled the update (by the handler, or by dispatch
+// before a round that dispatched saw end) came before the Ack, and is held.
+func (a *agent) sync(t *testing.T) {
 	t.Helper()
-	if slices.ContainsFunc(a.held, match) {
-		t.Fatalf("got %s", what)
-	}
-	deadline := time.After(d)
-	for {
-		select {
-		case m, ok := <-a.in:
-			if !ok {
-				return
-			}
-			if match(m) {
-				t.Fatalf("got %s: %v", what, m)
-			}
-			a.held = append(a.held, m)
-		case <-deadline:
-			return
-		}
+	seq := a.next()
+	a.send(t, &agentrpc.AgentMessage{Msg: &agentrpc.AgentMessage_Step{Step: &agentrpc.StepUpdate{BatchSeq: seq}}})
+	a.expectAck(t, seq)
+}
+
+// none checks that no message that match accepts came before a round trip
+// through the handler (sync).
+func (a *agent) none(t *testing.T, what string, match func(*agentrpc.ServerMessage) bool) {
+	t.Helper()
+	a.sync(t)
+	if i := slices.IndexFunc(a.held, match); i >= 0 {
+		t.Fatalf("got %s: %v", what, a.held[i])
 	}
 }
 
