@@ -174,6 +174,11 @@ func checkSemantics(t *testing.T, res map[string]result) {
 		{"retry.yaml", "slow", "", "timeout"},
 		{"retry.yaml", "slow", "sleeps", "timeout"},
 		{"retry.yaml", "secret", "print", "success 0 [token=*** ***]"},
+		{"failfast.yaml", "fast (1)", "", "failure"},
+		{"failfast.yaml", "fast (2)", "", "cancelled"},
+		{"failfast.yaml", "fast (3)", "", "cancelled"},
+		{"failfast.yaml", "slow (2)", "try", "success 0 [instance 2]"},
+		{"failfast.yaml", "after", "report", "success 0 [after the matrices]"},
 		{"builtins.yaml", "env", "step-vars", "success 0 [hello from the step]"},
 		{"builtins.yaml", "matrix (linux, 1.26)", "show", "success 0 [OXIDE_MATRIX_GO=1.26 OXIDE_MATRIX_OS=linux linux/1.26]"},
 	} {
