@@ -81,7 +81,7 @@ func newInitCmd() *cobra.Command {
 			if wd, err := os.Getwd(); err == nil {
 				name = filepath.Base(wd)
 			}
-			doc := fmt.Sprintf("# Oxide CI pipeline: run it with `oxide run`.\nversion: \"1\"\nname: %q\n\ntriggers:\n  - type: push\n    branches: [main]\n  - type: pull_request\n\nstages:\n%s", name, s.stages)
+			doc := fmt.Sprintf("# Oxide CI pipeline: run it with `oxide run`.\nversion: \"1\"\nname: %q\n\nstages:\n%s", name, s.stages)
 			if err := os.MkdirAll(filepath.Dir(defaultPipeline), 0o755); err != nil {
 				return &exitError{code: exitFailure, err: err}
 			}
