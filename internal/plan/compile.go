@@ -193,16 +193,53 @@ func gitValues(t Trigger) map[string]any {
 	return map[string]any{"branch": t.Branch, "sha": t.SHA, "ref": t.Ref, "event": t.Event}
 }
 
-// Decode reads a compiled run stored by Encode.
+// Decode reads a compiled run stored by Encode, or a run stored before
+// runs were compiled (its trigger with the pipeline's YAML), which it
+// compiles once.
 func Decode(b []byte) (*Run, error) {
 	var r Run
 	if err := json.Unmarshal(b, &r); err != nil {
 		return nil, fmt.Errorf("compiled run: %w", err)
 	}
+	if r.Version == 0 {
+		return decodeLegacy(b)
+	}
 	if r.Version != spec.Version {
 		return nil, fmt.Errorf("compiled run: schema version %d, this server reads %d", r.Version, spec.Version)
 	}
 	return &r, nil
+}
+
+// StoredTrigger reads the trigger of a stored run, compiled or stored
+// before runs were compiled, without compiling it: what the API and the
+// events show of a run.
+func StoredTrigger(b []byte) Trigger {
+	var t struct {
+		Trigger
+		Nested *Trigger `json:"trigger"`
+	}
+	json.Unmarshal(b, &t)
+	if t.Nested != nil {
+		return *t.Nested
+	}
+	return t.Trigger
+}
+
+// decodeLegacy compiles a run stored before compiled runs: a trigger
+// holding the pipeline's definition.
+func decodeLegacy(b []byte) (*Run, error) {
+	var t struct {
+		Trigger
+		Definition string `json:"definition"`
+	}
+	if err := json.Unmarshal(b, &t); err != nil || t.Definition == "" {
+		return nil, fmt.Errorf("compiled run: no schema version and no pipeline definition")
+	}
+	p, err := pipeline.Parse("pipeline.yaml", []byte(t.Definition))
+	if err != nil {
+		return nil, fmt.Errorf("compiled run: a run stored before compiled runs: %w", err)
+	}
+	return Compile(p, t.Trigger)
 }
 
 // Encode is the stored form of r.

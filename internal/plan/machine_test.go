@@ -239,3 +239,30 @@ stages:
 		t.Errorf("a compiled run of another schema version: err = %v", err)
 	}
 }
+
+// TestDecodeLegacyRun: a run stored before runs were compiled (its trigger
+// with the pipeline's YAML) is compiled once when read, so that an upgrade
+// strands no run in flight.
+func TestDecodeLegacyRun(t *testing.T) {
+	t.Parallel()
+	stored := `{"event":"api","branch":"main","variables":{"K":"V"},"actor":"ops","definition":"version: \"1\"\nname: old\nstages:\n  - {name: build, steps: [{name: s, run: make}]}\n"}`
+	r, err := Decode([]byte(stored))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Pipeline != "old" || r.Trigger.Ref != "refs/heads/main" || r.Trigger.Actor != "ops" || len(r.Nodes) != 1 || r.Nodes[0].Job.Steps[0].Run != "make" {
+		t.Errorf("legacy run compiled as %+v", r)
+	}
+	if v := r.Nodes[0].Job.Variables; len(v) != 1 || v[0] != (spec.Var{Name: "K", Value: "V"}) {
+		t.Errorf("variables %v", v)
+	}
+	b, _ := r.Encode()
+	for _, stored := range []string{stored, string(b)} {
+		if tr := StoredTrigger([]byte(stored)); tr.Branch != "main" || tr.Actor != "ops" || tr.Variables["K"] != "V" {
+			t.Errorf("StoredTrigger(%.40s…) = %+v", stored, tr)
+		}
+	}
+	if _, err := Decode([]byte(`{"event":"api"}`)); err == nil {
+		t.Error("a trigger with neither version nor definition decoded")
+	}
+}

@@ -61,23 +61,20 @@ func (s *Service) assignment(ctx context.Context, j store.Job) (spec.Assignment,
 		}
 		a.Job.JobID, a.Job.Attempt = j.ID, j.Attempt
 	} else {
-		var ns nodeSpec
-		if err := json.Unmarshal(j.Spec, &ns); err != nil {
-			return spec.Assignment{}, fmt.Errorf("job %s: spec: %w", j.ID, err)
-		}
 		err := s.store.InTx(ctx, func(tx store.Tx) error {
 			st, err := s.load(ctx, tx, j.RunID)
 			if err != nil {
 				return err
 			}
-			if ns.Node < 0 || ns.Node >= len(st.m.Run.Nodes) {
-				return fmt.Errorf("job %s: run %s has no node %d", j.ID, j.RunID, ns.Node)
+			node := slices.IndexFunc(st.stages, func(sg store.Stage) bool { return sg.ID == j.StageID })
+			if node < 0 {
+				return fmt.Errorf("job %s: run %s has no stage %s", j.ID, j.RunID, j.StageID)
 			}
 			if err := s.loadOutputs(ctx, tx, st); err != nil {
 				return err
 			}
-			a.Job = st.m.Job(ns.Node, j.ID, st.m.Nodes[ns.Node].Attempt)
-			refs, pipelineID = st.m.Run.Nodes[ns.Node].Secrets, st.run.PipelineID
+			a.Job = st.m.Job(node, j.ID, st.m.Nodes[node].Attempt)
+			refs, pipelineID = st.m.Run.Nodes[node].Secrets, st.run.PipelineID
 			return nil
 		})
 		if err != nil {

@@ -10,12 +10,6 @@ import (
 	"github.com/oxide-ci/oxide/internal/store"
 )
 
-// nodeSpec is what the store keeps as the spec of a run's job: the node it
-// runs. The job itself is in the run's compiled run.
-type nodeSpec struct {
-	Node int `json:"node"`
-}
-
 // TriggerRun compiles the pipeline with the trigger and stores the
 // compiled run with its stages, jobs and steps; the jobs of its root
 // stages are queued at once, unless another run of the same concurrency
@@ -90,7 +84,10 @@ func (s *Service) createStages(ctx context.Context, tx store.Tx, run store.Run, 
 	}
 	jobs := make([]store.Job, len(c.Nodes))
 	for i, n := range c.Nodes {
-		spec, _ := json.Marshal(nodeSpec{Node: n.Index})
+		spec, err := json.Marshal(n.Job) // what the job runs, for people: workers get it from the compiled run
+		if err != nil {
+			return err
+		}
 		jobs[i] = store.Job{
 			RunID: run.ID, StageID: stages[i].ID, Name: n.Name, Spec: spec, State: store.JobPending,
 			Labels: n.Labels, MaxAttempts: store.DefaultMaxAttempts,

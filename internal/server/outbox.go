@@ -68,21 +68,11 @@ func (o outbox) publication(ctx context.Context, ev store.Event) (string, []byte
 	return "oxide." + events.Token(ev.Aggregate) + "." + events.Token(what) + "." + events.Token(ev.AggregateID), ev.Payload
 }
 
-// trigger reads what started run r from its compiled run, which the store
-// keeps as the run's Trigger.
-func trigger(r store.Run) plan.Trigger {
-	var c struct {
-		Trigger plan.Trigger `json:"trigger"`
-	}
-	json.Unmarshal(r.Trigger, &c)
-	return c.Trigger
-}
-
 // runEvent shapes a run's change as its AsyncAPI event, with what the
 // payloads ask beyond the run's row: the pipeline's name, the agent that
 // took its first job, and the count of stages passed and failed.
 func (o outbox) runEvent(ctx context.Context, r store.Run, at time.Time) (string, any) {
-	t := trigger(r)
+	t := plan.StoredTrigger(r.Trigger)
 	var name string
 	if p, err := o.store.Pipelines().Get(ctx, r.PipelineID); err == nil {
 		name = p.Name
@@ -161,7 +151,7 @@ func (o outbox) approvalEvent(ctx context.Context, what string, g store.Approval
 			GitRef: r.GitRef, GitSHA: r.GitSHA, RequiredApprovers: g.Required, AllowedApprovers: g.Approvers,
 			ExpiresAt: g.ExpiresAt, RequestedAt: g.CreatedAt,
 		}
-		e.TriggeredBy = trigger(r).Actor
+		e.TriggeredBy = plan.StoredTrigger(r.Trigger).Actor
 		if p, err := o.store.Pipelines().Get(ctx, r.PipelineID); err == nil {
 			e.PipelineName = p.Name
 		}

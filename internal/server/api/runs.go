@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -89,17 +88,6 @@ type stepJSON struct {
 	Outputs  map[string]string `json:"outputs,omitempty"`
 }
 
-// triggerInfo is what the API reads of a run's Trigger JSON, the compiled
-// run that the scheduler writes (plan.Run's trigger); other fields are
-// ignored.
-type triggerInfo struct {
-	Event     string            `json:"event"`
-	Branch    string            `json:"branch"`
-	SHA       string            `json:"sha"`
-	Ref       string            `json:"ref"`
-	Variables map[string]string `json:"variables"`
-}
-
 func utc(t *time.Time) *time.Time {
 	if t == nil {
 		return nil
@@ -110,13 +98,7 @@ func utc(t *time.Time) *time.Time {
 
 // toRun converts a run, without its stages.
 func toRun(r store.Run, pipelineName string) runJSON {
-	var c struct {
-		Trigger triggerInfo `json:"trigger"`
-	}
-	if len(r.Trigger) > 0 {
-		_ = json.Unmarshal(r.Trigger, &c) // opaque to the store; show what is there
-	}
-	t := c.Trigger
+	t := plan.StoredTrigger(r.Trigger)
 	if t.SHA == "" {
 		t.SHA = r.GitSHA
 	}
