@@ -424,3 +424,27 @@ stages:
 		t.Errorf("stage a: %s, want timeout", got)
 	}
 }
+
+// TestInfrastructureFailureIsRetried: a job that its worker cannot run (it
+// has no Docker engine for the container the stage asks for) is not the
+// job's failure: it goes back for its next attempt, and fails with the
+// reason once its attempts are spent.
+func TestInfrastructureFailureIsRetried(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	r := b.trigger(t, `version: "1"
+name: infra
+stages:
+  - name: build
+    environment: {type: container, container: {image: "busybox"}}
+    steps: [{name: s, run: "true"}]
+`, scheduler.TriggerRequest{})
+	b.waitRun(t, r.ID, store.RunFailure)
+	jobs, err := b.store.Jobs().List(t.Context(), store.JobFilter{RunID: r.ID})
+	if err != nil || len(jobs) != 1 {
+		t.Fatalf("%d jobs, %v", len(jobs), err)
+	}
+	if j := jobs[0]; j.State != store.JobFailed || j.Attempt != j.MaxAttempts || !strings.Contains(j.Error, "cannot run containers") {
+		t.Errorf("job %s after attempt %d of %d: %q", j.State, j.Attempt, j.MaxAttempts, j.Error)
+	}
+}

@@ -184,19 +184,28 @@ func (w *Worker) execute(ctx context.Context, cancel context.CancelCauseFunc, a 
 			log.Error("finish", "err", err)
 		}
 	}
+	// What keeps this worker from running the job is an infrastructure
+	// failure, not the job's: it goes back for its next attempt, which
+	// another worker may take, and fails once its attempts are spent.
+	handBack := func(err error) {
+		log.Warn("job handed back", "err", err)
+		if err := w.Control.FailLease(rctx, l, err.Error()); err != nil {
+			log.Error("hand back", "err", err)
+		}
+	}
 	if err := resolveLocal(&a); err != nil {
-		finish(runner.JobResult{Status: runner.StatusFailure, Err: err})
+		handBack(err)
 		return
 	}
 	ws := filepath.Join(w.Dir, a.Lease.JobID)
 	if err := os.MkdirAll(ws, 0o755); err != nil {
-		finish(runner.JobResult{Status: runner.StatusFailure, Err: err})
+		handBack(err)
 		return
 	}
 	defer os.RemoveAll(ws)
 	env, err := w.environment(a, ws)
 	if err != nil {
-		finish(runner.JobResult{Status: runner.StatusFailure, Err: err})
+		handBack(err)
 		return
 	}
 	a.Job.Workspace = ws
@@ -208,9 +217,14 @@ func (w *Worker) execute(ctx context.Context, cancel context.CancelCauseFunc, a 
 	sink := newLogSink(rctx, w.Control, a, log)
 	defer env.Cleanup(rctx)
 	var res runner.JobResult
-	if err := env.Prepare(ctx); err != nil {
-		res = runner.JobResult{Status: runner.StatusFailure, Err: fmt.Errorf("prepare environment: %w", err)}
-	} else {
+	switch err := env.Prepare(ctx); {
+	case err != nil && ctx.Err() == nil:
+		sink.close()
+		handBack(fmt.Errorf("prepare environment: %w", err))
+		return
+	case err != nil:
+		res = runner.JobResult{Status: runner.StatusCancelled, Err: context.Cause(ctx)}
+	default:
 		res = runner.Run(ctx, env, &a.Job, sink)
 	}
 	sink.close()
