@@ -27,6 +27,10 @@ type Run struct {
 	Group            string  `json:"concurrency_group,omitempty"`
 	CancelInProgress bool    `json:"cancel_in_progress,omitempty"`
 	Nodes            []*Node `json:"nodes"` // in topological order
+	// ReadsOutputs is set when an expression of the run reads steps.*:
+	// only then do its decisions and jobs need the outputs of earlier
+	// stages.
+	ReadsOutputs bool `json:"reads_outputs,omitempty"`
 }
 
 // Trigger is what started a run: the revision it builds, the event, and
@@ -104,6 +108,11 @@ func Compile(p *pipeline.Pipeline, t Trigger) (*Run, error) {
 	for _, n := range g.Nodes {
 		r.Nodes = append(r.Nodes, compileNode(p, n, t))
 	}
+	b, err := json.Marshal(r.Nodes)
+	if err != nil {
+		return nil, err
+	}
+	r.ReadsOutputs = strings.Contains(string(b), "steps.")
 	return r, nil
 }
 

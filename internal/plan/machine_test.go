@@ -228,6 +228,15 @@ stages:
 	if back.Trigger.Ref != "refs/heads/main" || back.Nodes[0].Job.Timeout != 5*time.Minute || back.Nodes[0].Job.Steps[0].Retry.MaxAttempts != 2 {
 		t.Errorf("compiled run lost fields: %s", b)
 	}
+	if back.ReadsOutputs {
+		t.Error("a run that reads no steps.* says it reads outputs")
+	}
+	if r := compile(t, `
+stages:
+  - {name: a, steps: [{name: s, id: v, run: "true"}]}
+  - {name: b, steps: [{name: s, run: "echo ${{ steps.v.outputs.x }}"}]}`, Trigger{}); !r.ReadsOutputs {
+		t.Error("a run that reads steps.* says it reads no outputs")
+	}
 	if back.Nodes[2].Job.Condition == nil || back.Nodes[2].Condition != nil {
 		t.Errorf("hashFiles() condition should travel with the job: %+v", back.Nodes[2])
 	}

@@ -85,8 +85,12 @@ func (s *Service) load(ctx context.Context, tx store.Tx, runID string) (*runStat
 }
 
 // loadOutputs reads the outputs of the steps of the nodes done so far into
-// the machine: the gates of later nodes and their jobs see them.
+// the machine, when an expression of the run reads them: the gates of later
+// nodes and their jobs see them.
 func (s *Service) loadOutputs(ctx context.Context, tx store.Tx, st *runState) error {
+	if !st.m.Run.ReadsOutputs {
+		return nil
+	}
 	for i, j := range st.jobs {
 		ns := &st.m.Nodes[i]
 		if j.ID == "" || !j.State.Done() || !ns.Status.Done() || ns.Status == spec.StatusSkipped || ns.Outputs != nil {

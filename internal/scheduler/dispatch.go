@@ -275,7 +275,7 @@ func (s *Service) finished(ctx context.Context, tx store.Tx, j store.Job, status
 		st.m.Nodes[node].Status = spec.StatusRunning
 	}
 	var outputs map[string]map[string]string
-	if status != spec.StatusSkipped {
+	if status != spec.StatusSkipped && st.m.Run.ReadsOutputs {
 		steps, err := tx.Steps().List(ctx, j.ID)
 		if err != nil {
 			return nil, err
