@@ -87,15 +87,16 @@ func KillAll() {
 	}
 }
 
-// start starts c and registers its process group, under live's lock so
-// that KillAll misses no step: one that starts after it is killed at once.
+// start starts c and registers its process group. KillAll misses no step:
+// one that registers after KillAll began is killed as it registers. The
+// lock is not held across the fork, so that steps start in parallel.
 func start(c *exec.Cmd, reaped *atomic.Bool) (*group, error) {
-	live.Lock()
-	defer live.Unlock()
 	if err := c.Start(); err != nil {
 		return nil, err
 	}
 	g := &group{pgid: c.Process.Pid, reaped: reaped}
+	live.Lock()
+	defer live.Unlock()
 	live.groups[g] = struct{}{}
 	if live.killed {
 		killStep(g.pgid, false)
