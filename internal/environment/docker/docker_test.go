@@ -7,6 +7,7 @@ package docker_test
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"github.com/oxide-ci/oxide/internal/pipeline"
 	"github.com/oxide-ci/oxide/internal/runner"
 	"github.com/oxide-ci/oxide/internal/spec"
+	"github.com/oxide-ci/oxide/internal/testkit"
 	"github.com/oxide-ci/oxide/internal/testkit/dockertest"
 )
 
@@ -395,5 +397,32 @@ func TestEntrypoint(t *testing.T) {
 	res, out := run(t, e.Env("job-entry", c, ws, ""), ws, []*spec.Step{step("look", "cat /tmp/entry")})
 	if res.Status != runner.StatusSuccess || !strings.Contains(out, "stdout: entered with tail -f /dev/null") {
 		t.Errorf("status %s, output:\n%s", res.Status, out)
+	}
+}
+
+// TestContainerExitedAtOnce: a container whose main process exits at once
+// (an image without tail, or here an entrypoint that does not keep
+// running) fails its step saying what happened, with the exit code and the
+// container's last output, not the engine's "cannot exec in a stopped
+// state".
+func TestContainerExitedAtOnce(t *testing.T) {
+	t.Parallel()
+	e, _, image := engine(t, docker.Options{})
+	ws := t.TempDir()
+	c := &pipeline.Container{Image: image, Entrypoint: []string{"/bin/sh", "-c", "echo no keep-alive here; exit 3", "entry"}}
+	env := e.Env("job-exited", c, ws, "")
+	if err := env.Prepare(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	defer env.Cleanup(context.Background())
+	var err error
+	testkit.WaitFor(t, 10*time.Second, "an exec to fail on the exited container", func() bool {
+		_, err = env.Exec(t.Context(), runner.Command{Script: "true", Dir: ws, Stdout: io.Discard, Stderr: io.Discard})
+		return err != nil
+	})
+	for _, want := range []string{"exited with code 3", "(its last output: no keep-alive here)", "container.entrypoint must keep running"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
 	}
 }

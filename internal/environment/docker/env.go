@@ -1,9 +1,11 @@
 package docker
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -116,6 +118,47 @@ func (e *Env) Prepare(ctx context.Context) error {
 		return fmt.Errorf("docker: start a container of %s: %w", e.c.Image, err)
 	}
 	return nil
+}
+
+// execFailed explains a step that could not start: when the container is
+// no longer running, that it exited, with its exit code, its last output
+// and what the image needs to stay up.
+func (e *Env) execFailed(ctx context.Context, err error) error {
+	in, ierr := e.engine.cli.ContainerInspect(ctx, e.id, client.ContainerInspectOptions{})
+	if ierr != nil || in.Container.State == nil || in.Container.State.Running {
+		return fmt.Errorf("docker: exec in %.12s: %w", e.id, err)
+	}
+	msg := fmt.Sprintf("docker: the container of %s exited with code %d before its steps could run", e.c.Image, in.Container.State.ExitCode)
+	if out := e.lastOutput(ctx); out != "" {
+		msg += " (its last output: " + out + ")"
+	}
+	if len(e.c.Entrypoint) > 0 {
+		return errors.New(msg + "; container.entrypoint must keep running, with the command it is given (" + strings.Join(keepAlive, " ") + ")")
+	}
+	return errors.New(msg + "; a job's container stays up with `" + strings.Join(keepAlive, " ") + "`, so the image needs tail on its PATH, or a container.entrypoint that keeps running")
+}
+
+// lastOutput is the container's last lines of output, joined, at most 400
+// bytes.
+func (e *Env) lastOutput(ctx context.Context) string {
+	logs, err := e.engine.cli.ContainerLogs(ctx, e.id, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true, Tail: "5"})
+	if err != nil {
+		return ""
+	}
+	defer logs.Close()
+	var out bytes.Buffer
+	stdcopy.StdCopy(&out, &out, io.LimitReader(logs, 64<<10))
+	var lines []string
+	for l := range strings.Lines(out.String()) {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	s := strings.Join(lines, " | ")
+	if len(s) > 400 {
+		s = s[len(s)-400:]
+	}
+	return s
 }
 
 // hostConfig maps the pipeline's network, privileges and resources.
@@ -241,7 +284,7 @@ func (e *Env) Exec(ctx context.Context, cmd runner.Command) (int, error) {
 		Cmd: []string{"/bin/sh", "-c", launch}, AttachStdout: true, AttachStderr: true,
 	})
 	if err != nil {
-		return -1, fmt.Errorf("docker: exec in %.12s: %w", e.id, err)
+		return -1, e.execFailed(api, err)
 	}
 	att, err := e.engine.cli.ExecAttach(api, ex.ID, client.ExecAttachOptions{})
 	if err != nil {
