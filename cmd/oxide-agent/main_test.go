@@ -199,6 +199,13 @@ func TestKilledAgentLeavesNoContainer(t *testing.T) {
 	if n := containers(); n != 1 {
 		t.Fatalf("%d containers after SIGKILL, want the job's still there", n)
 	}
+	// The container's main process reads the stdin the agent held: with
+	// the agent dead it ends, and the step with it, so no step runs on
+	// beside the job's next attempt.
+	testkit.WaitFor(t, 30*time.Second, "the dead agent's container to stop", func() bool {
+		cs, err := cli.ContainerList(t.Context(), client.ContainerListOptions{Filters: owned}) // running ones
+		return err == nil && len(cs.Items) == 0
+	})
 	start()
 	testkit.WaitFor(t, 30*time.Second, "the restarted agent to remove the container", func() bool { return containers() == 0 })
 }

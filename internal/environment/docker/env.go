@@ -29,9 +29,12 @@ import (
 // ErrNotPrepared is returned by Exec before Prepare or after Cleanup.
 var ErrNotPrepared = errors.New("container environment is not prepared")
 
-// keepAlive is the container's main process while it waits for steps:
-// GitHub Actions' choice, in every image with a shell.
-var keepAlive = []string{"tail", "-f", "/dev/null"}
+// keepAlive is the container's main process while it waits for steps: it
+// reads the container's stdin, which the process that prepared the
+// container holds open (Env.life), so that the container ends with that
+// process, killed or not, and no step outlives a dead agent to run beside
+// the job's next attempt.
+var keepAlive = []string{"cat"}
 
 // Env is one job's container. Exec may be called concurrently.
 type Env struct {
@@ -41,9 +44,10 @@ type Env struct {
 	workspace        string
 	registryPassword string
 
-	id      string   // the container, set by Prepare
-	scratch string   // a directory of this machine mounted at the same path
-	volumes []string // volumes that Prepare created
+	id      string                  // the container, set by Prepare
+	life    client.HijackedResponse // its stdin, held open until Cleanup
+	scratch string                  // a directory of this machine mounted at the same path
+	volumes []string                // volumes that Prepare created
 	seq     atomic.Uint64
 }
 
@@ -104,7 +108,7 @@ func (e *Env) Prepare(ctx context.Context) error {
 	}
 	cfg := &container.Config{
 		Image: e.c.Image, User: e.c.User, WorkingDir: e.Workdir(), Labels: e.engine.labels(e.jobID),
-		Entrypoint: keepAlive,
+		Entrypoint: keepAlive, OpenStdin: true, StdinOnce: true, AttachStdin: true,
 	}
 	if len(e.c.Entrypoint) > 0 {
 		cfg.Entrypoint, cfg.Cmd = e.c.Entrypoint, keepAlive
@@ -114,6 +118,11 @@ func (e *Env) Prepare(ctx context.Context) error {
 		return fmt.Errorf("docker: create a container of %s: %w", e.c.Image, err)
 	}
 	e.id = c.ID
+	att, err := e.engine.cli.ContainerAttach(context.WithoutCancel(ctx), e.id, client.ContainerAttachOptions{Stream: true, Stdin: true})
+	if err != nil {
+		return fmt.Errorf("docker: attach to a container of %s: %w", e.c.Image, err)
+	}
+	e.life = att.HijackedResponse
 	if _, err := e.engine.cli.ContainerStart(ctx, e.id, client.ContainerStartOptions{}); err != nil {
 		return fmt.Errorf("docker: start a container of %s: %w", e.c.Image, err)
 	}
@@ -135,7 +144,7 @@ func (e *Env) execFailed(ctx context.Context, err error) error {
 	if len(e.c.Entrypoint) > 0 {
 		return errors.New(msg + "; container.entrypoint must keep running, with the command it is given (" + strings.Join(keepAlive, " ") + ")")
 	}
-	return errors.New(msg + "; a job's container stays up with `" + strings.Join(keepAlive, " ") + "`, so the image needs tail on its PATH, or a container.entrypoint that keeps running")
+	return errors.New(msg + "; a job's container stays up with `" + strings.Join(keepAlive, " ") + "`, so the image needs " + keepAlive[0] + " on its PATH, or a container.entrypoint that keeps running")
 }
 
 // lastOutput is the container's last lines of output, joined, at most 400
@@ -463,6 +472,10 @@ func (e *Env) inside(env []string) []string {
 // when Prepare failed.
 func (e *Env) Cleanup(ctx context.Context) error {
 	var errs []error
+	if e.life.Conn != nil {
+		e.life.Close()
+		e.life = client.HijackedResponse{}
+	}
 	if e.id != "" {
 		errs = append(errs, e.engine.removeContainer(ctx, e.id))
 		e.id = ""
