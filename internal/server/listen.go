@@ -28,11 +28,12 @@ const (
 )
 
 // newHTTPServer returns the API's server: HTTP/1.1 (WebSocket upgrades
-// need it), over TLS with cert's certificate when cert is not nil.
-func newHTTPServer(h http.Handler, cert *certificate) *http.Server {
+// need it), over TLS with cert's certificate when cert is not nil. Its
+// connection errors (TLS handshakes, timeouts) are logged at debug level.
+func newHTTPServer(h http.Handler, cert *certificate, log *slog.Logger) *http.Server {
 	srv := &http.Server{
 		Handler: h, ReadHeaderTimeout: readHeaderTimeout, ReadTimeout: readTimeout, IdleTimeout: idleTimeout,
-		Protocols: new(http.Protocols),
+		Protocols: new(http.Protocols), ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	srv.Protocols.SetHTTP1(true)
 	if cert != nil {

@@ -129,7 +129,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 	if err != nil {
 		return err
 	}
-	httpServer := newHTTPServer(apiServer, cert)
+	httpServer := newHTTPServer(apiServer, cert, log)
 	serveErr := make(chan error, 1)
 	if cert != nil {
 		hupCtx, stopHUP := context.WithCancel(ctx)
