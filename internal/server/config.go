@@ -16,14 +16,18 @@ import (
 // an environment variable (OXIDE_DATA_DIR) and a key of the config file
 // (data-dir), in that order of precedence.
 type Config struct {
-	DataDir     string
-	HTTPAddr    string
-	GRPCAddr    string
-	DatabaseURL string // postgres://…; empty: SQLite in DataDir
-	NATSURL     string // nats://…; empty: NATS JetStream in-process
-	Agents      int    // in-process workers
-	AgentLabels []string
-	HostOnly    bool // in-process workers run every job on the host
+	DataDir  string
+	HTTPAddr string
+	// HTTPMaxConns and HTTPMaxConnsPerIP cap the API's open connections,
+	// in all and from one client IP; 0: no cap.
+	HTTPMaxConns      int
+	HTTPMaxConnsPerIP int
+	GRPCAddr          string
+	DatabaseURL       string // postgres://…; empty: SQLite in DataDir
+	NATSURL           string // nats://…; empty: NATS JetStream in-process
+	Agents            int    // in-process workers
+	AgentLabels       []string
+	HostOnly          bool // in-process workers run every job on the host
 	// Docker is how in-process workers run container jobs (docker.Open's
 	// mode); DockerPrivileged lets those jobs be privileged.
 	Docker           string
@@ -52,6 +56,8 @@ type Config struct {
 	// certificate, and its key in the same file to register agents) and
 	// the listener's certificate and key. Empty: a CA made in DataDir on
 	// first start and a listener certificate issued by it at every start.
+	// TLSCert and TLSKey are also the API's (HTTPS, reloaded on SIGHUP);
+	// without them the API is plain HTTP.
 	TLSCA   string
 	TLSCert string
 	TLSKey  string
@@ -61,6 +67,8 @@ type Config struct {
 func (c *Config) Flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data-dir", "./oxide-data", "directory for the SQLite database, NATS store, keys and the admin token")
 	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8080", "address of the REST and WebSocket API")
+	fs.IntVar(&c.HTTPMaxConns, "http-max-conns", 4096, "open connections of the API at most; more wait to be accepted (0: no cap)")
+	fs.IntVar(&c.HTTPMaxConnsPerIP, "http-max-conns-per-ip", 256, "open connections of the API from one client IP at most; more are closed at once (0: no cap; behind a proxy, all clients are its IP)")
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", "127.0.0.1:9090", "address agents connect to (gRPC over TLS); empty: no agent endpoint")
 	fs.StringVar(&c.DatabaseURL, "database-url", "", "PostgreSQL URL (postgres://…); default SQLite in the data directory")
 	fs.StringVar(&c.NATSURL, "nats-url", "", "external NATS URL (nats://…); default NATS JetStream in-process")
@@ -83,7 +91,7 @@ func (c *Config) Flags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.Lease, "lease", 30*time.Second, "how long a claimed job stays with a worker without a heartbeat")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.TLSCA, "tls-ca", "", "PEM `FILE` of the CA that signs and verifies agents' certificates, with its private key to register agents (default: ca.pem and ca-key.pem, made in the data directory)")
-	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate `FILE` of the agent endpoint, with --tls-key (default: one issued by the CA at every start)")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate `FILE` of the API (HTTPS, reloaded on SIGHUP) and of the agent endpoint, with --tls-key (default: plain HTTP for the API, and for agents one issued by the CA at every start)")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key `FILE` of --tls-cert")
 }
 

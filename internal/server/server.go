@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -117,13 +116,32 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 		},
 	})
 
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	cert, err := apiCertificate(cfg)
 	if err != nil {
 		return err
 	}
-	httpServer := &http.Server{Handler: apiServer, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	if files, err := raiseFileLimit(); err != nil {
+		log.Warn("cannot raise the limit of open files", "err", err)
+	} else if cfg.HTTPMaxConns > 0 && files < uint64(cfg.HTTPMaxConns)+256 {
+		log.Warn("the limit of open files is low for --http-max-conns", "files", files, "http_max_conns", cfg.HTTPMaxConns)
+	}
+	ln, err := listenHTTP(cfg)
+	if err != nil {
+		return err
+	}
+	httpServer := newHTTPServer(apiServer, cert, log)
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- httpServer.Serve(ln) }()
+	if cert != nil {
+		hupCtx, stopHUP := context.WithCancel(ctx)
+		defer stopHUP()
+		reloadOnHangup(hupCtx, cert, log)
+		go func() { serveErr <- httpServer.ServeTLS(ln, "", "") }()
+	} else {
+		if beyondLoopback(ln.Addr().String()) {
+			log.Warn("the API is plain HTTP beyond loopback: tokens and secrets cross the network in clear; give --tls-cert and --tls-key", "http", ln.Addr().String())
+		}
+		go func() { serveErr <- httpServer.Serve(ln) }()
+	}
 
 	if err := recoverLeases(ctx, st, svc, cfg.Lease); err != nil {
 		httpServer.Close()
@@ -173,7 +191,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 		}
 		scaling.Go(func() { scaler.Run(work, svc.Queued) })
 	}
-	log.Info("oxide-server ready", "http", ln.Addr().String(), "grpc", grpcAddr, "data_dir", cfg.DataDir, "agents", cfg.Agents)
+	log.Info("oxide-server ready", "http", ln.Addr().String(), "tls", cert != nil, "grpc", grpcAddr, "data_dir", cfg.DataDir, "agents", cfg.Agents)
 	if ready != nil {
 		ready(ln.Addr().String())
 	}

@@ -215,9 +215,21 @@ func (s *Server) route(pattern string, min Role, h handlerFunc) {
 			err = h(w, r, p)
 		}
 		if err != nil {
+			if p == nil || !p.Role.atLeast(min) {
+				closeUnread(w, r)
+			}
 			s.writeError(w, r, err)
 		}
 	}))
+}
+
+// closeUnread makes the answer close the connection when r announced a
+// body that nothing read: net/http would otherwise read up to 256 KiB of
+// it before answering, which an unauthenticated client can drip slowly.
+func closeUnread(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength != 0 {
+		w.Header().Set("Connection", "close")
+	}
 }
 
 // dispatch serves the request with its route, answering unknown paths and
@@ -234,6 +246,7 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
 	if allow := rec.header.Get("Allow"); allow != "" {
 		w.Header().Set("Allow", allow)
 	}
+	closeUnread(w, r)
 	if rec.status == http.StatusMethodNotAllowed {
 		s.writeError(w, r, errorf(http.StatusMethodNotAllowed, codeMethodNotAllowed, "%s is not allowed on %s", r.Method, r.URL.Path))
 		return

@@ -1,13 +1,17 @@
 package api_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/oxide-ci/oxide/internal/server/api"
 )
@@ -69,6 +73,40 @@ func TestAuthentication(t *testing.T) {
 	r := b.do(t, "GET", "/api/v1/pipelines", "", nil)
 	if msg, _ := r.wantError(t, 401, "unauthorized"); msg == "" {
 		t.Error("401 without a message")
+	}
+}
+
+// A refused request is answered before its body arrives, and its
+// connection closed: a client announcing a large body and sending one byte
+// gets its 401 (or 404, 413) at once, not when the server has read 256 KiB.
+func TestRefusalDoesNotWaitForTheBody(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	addr := strings.TrimPrefix(b.srv.URL, "http://")
+	for _, tt := range []struct {
+		path   string
+		length int
+		status string
+	}{
+		{"/api/v1/pipelines", 200000, "401"},
+		{"/api/v1/nowhere", 200000, "404"},
+		{"/api/v1/pipelines", 2 << 20, "413"},
+	} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n{", tt.path, tt.length)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("POST %s: no answer before the body: %v", tt.path, err)
+		}
+		if !strings.HasPrefix(resp.Status, tt.status) || !resp.Close {
+			t.Errorf("POST %s: %s, close %v; want %s and the connection closed", tt.path, resp.Status, resp.Close, tt.status)
+		}
+		resp.Body.Close()
 	}
 }
 

@@ -166,6 +166,7 @@ func (s *Server) recoverPanics(next http.Handler) http.Handler {
 func (s *Server) limitBody(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > s.maxBody {
+			closeUnread(w, r)
 			s.writeError(w, r, &http.MaxBytesError{Limit: s.maxBody})
 			return
 		}
