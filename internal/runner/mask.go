@@ -2,6 +2,9 @@ package runner
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"net/url"
 	"slices"
 	"strings"
 )
@@ -15,25 +18,95 @@ type Masker struct {
 	secrets [][]byte // distinct, non-blank, longest first
 }
 
+// minEncoded is the length below which an encoded form of a secret is
+// not masked: shorter ones would mask ordinary text.
+const minEncoded = 6
+
 // NewMasker returns a Masker for values. A value that spans several lines
 // is masked line by line: each of its lines that is not blank is a secret
 // of its own, so that a multi-line secret printed to a line-oriented log is
 // hidden on every line.
+//
+// The Masker also hides the forms in which a step prints a secret
+// encoded, of each value and of each of its lines, when they are at least
+// minEncoded long: base64 in the standard and URL alphabets, with and
+// without padding, also where the secret is part of a longer encoded text
+// (see base64Cores); url.QueryEscape and url.PathEscape; and the inside of
+// a JSON string, with and without HTML escaping.
 func NewMasker(values []string) *Masker {
 	m := &Masker{}
 	seen := make(map[string]bool)
+	add := func(s string) {
+		if strings.TrimSpace(s) == "" || seen[s] {
+			return
+		}
+		seen[s] = true
+		m.secrets = append(m.secrets, []byte(s))
+	}
+	addEncoded := func(s string) {
+		for _, e := range encodings(s) {
+			if len(e) >= minEncoded {
+				add(e)
+			}
+		}
+	}
 	for _, v := range values {
+		if strings.TrimSpace(v) == "" {
+			continue
+		}
+		if strings.ContainsAny(v, "\r\n") {
+			addEncoded(v)
+		}
 		for line := range strings.Lines(v) {
 			line = strings.TrimRight(line, "\r\n")
-			if strings.TrimSpace(line) == "" || seen[line] {
-				continue
+			if strings.TrimSpace(line) != "" {
+				add(line)
+				addEncoded(line)
 			}
-			seen[line] = true
-			m.secrets = append(m.secrets, []byte(line))
 		}
 	}
 	slices.SortStableFunc(m.secrets, func(a, b []byte) int { return len(b) - len(a) })
 	return m
+}
+
+// encodings are the encoded forms of s that a step may print.
+func encodings(s string) []string {
+	out := []string{url.QueryEscape(s), url.PathEscape(s), jsonString(s, true), jsonString(s, false)}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding} {
+		out = append(out, enc.EncodeToString([]byte(s)))
+		out = append(out, base64Cores(enc.WithPadding(base64.NoPadding), s)...)
+	}
+	return out
+}
+
+// base64Cores returns, for each of the three offsets at which s can start
+// in a longer text (its length modulo 3 before s), the base64 characters
+// that depend on the bytes of s alone: in any text that holds s at that
+// offset, its encoding holds them. The characters at either edge, which
+// also depend on the bytes around s, are left out.
+func base64Cores(enc *base64.Encoding, s string) []string {
+	out := make([]string, 0, 3)
+	for off := range 3 {
+		buf := make([]byte, off+len(s))
+		copy(buf[off:], s)
+		e := enc.EncodeToString(buf)
+		from, to := (8*off+5)/6, 8*len(buf)/6
+		if from < to {
+			out = append(out, e[from:to])
+		}
+	}
+	return out
+}
+
+// jsonString is s as the inside of a JSON string: encoding/json's form,
+// or with escapeHTML false that of an Encoder with SetEscapeHTML(false).
+func jsonString(s string, escapeHTML bool) string {
+	var b strings.Builder
+	e := json.NewEncoder(&b)
+	e.SetEscapeHTML(escapeHTML)
+	e.Encode(s) // a string always encodes
+	out := strings.TrimSuffix(b.String(), "\n")
+	return out[1 : len(out)-1]
 }
 
 // Mask returns line with every occurrence of a secret replaced by ***.

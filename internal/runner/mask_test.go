@@ -2,6 +2,10 @@ package runner
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 )
@@ -40,6 +44,58 @@ func TestMask(t *testing.T) {
 				t.Errorf("Mask changed its input to %q", in)
 			}
 		})
+	}
+}
+
+func TestMaskEncoded(t *testing.T) {
+	t.Parallel()
+	const secret = `s3cr3t/t0ken?+&"<>`
+	m := NewMasker([]string{secret, "line-one-of-it\nline-two-of-it"})
+	jsonOf := func(escapeHTML bool) string {
+		var b strings.Builder
+		e := json.NewEncoder(&b)
+		e.SetEscapeHTML(escapeHTML)
+		e.Encode(map[string]string{"token": secret})
+		return strings.TrimSpace(b.String())
+	}
+	b64 := base64.StdEncoding.EncodeToString
+	tests := []struct{ name, line string }{
+		{"base64", "b64: " + b64([]byte(secret))},
+		{"base64 no padding", base64.RawStdEncoding.EncodeToString([]byte(secret)) + "."},
+		{"base64 URL", base64.URLEncoding.EncodeToString([]byte(secret))},
+		{"base64 URL no padding", "x" + base64.RawURLEncoding.EncodeToString([]byte(secret))},
+		{"base64 of echo's line", b64([]byte(secret + "\n"))},
+		{"base64 of a multi-line secret", b64([]byte("line-one-of-it\nline-two-of-it"))},
+		{"query escape", "https://x/?t=" + url.QueryEscape(secret) + "&a=b"},
+		{"path escape", "https://x/" + url.PathEscape(secret) + "/y"},
+		{"JSON", jsonOf(true)},
+		{"JSON without HTML escaping", jsonOf(false)},
+	}
+	for off := range 3 {
+		for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding} {
+			blob := enc.EncodeToString([]byte(strings.Repeat("A", off) + "user:" + secret + "@host and more"))
+			tests = append(tests, struct{ name, line string }{fmt.Sprintf("in a base64 blob at offset %d", (off+5)%3), blob})
+		}
+	}
+	for _, tt := range tests {
+		got := string(m.Mask([]byte(tt.line)))
+		if !strings.Contains(got, "***") {
+			t.Errorf("%s: Mask(%q) = %q, want it masked", tt.name, tt.line, got)
+		}
+	}
+	// What is left of an encoded form is at most its edges.
+	for _, tt := range tests[:4] {
+		if got := string(m.Mask([]byte(tt.line))); len(got) > len(tt.line)-len(secret)+3 {
+			t.Errorf("%s: Mask(%q) = %q shows too much", tt.name, tt.line, got)
+		}
+	}
+}
+
+func TestMaskEncodedShortFormsIgnored(t *testing.T) {
+	t.Parallel()
+	// base64 of "abc" is "YWJj": too short to mask without masking noise.
+	if got := string(NewMasker([]string{"abc"}).Mask([]byte("YWJj abc"))); got != "YWJj ***" {
+		t.Errorf("Mask = %q, want %q", got, "YWJj ***")
 	}
 }
 
