@@ -14,8 +14,15 @@ var mask = []byte("***")
 
 // Masker hides secret values in output lines. It is safe for concurrent
 // use.
+//
+// A line is scanned once whatever the number of secrets (each brings a
+// dozen encoded forms): at each position, its next 2 bytes are looked up
+// in a bit set of the secrets' first 2 bytes, and only on a hit are the
+// secrets compared. One-byte secrets are searched for one by one.
 type Masker struct {
-	secrets [][]byte // distinct, non-blank, longest first
+	short  [][]byte         // distinct one-byte secrets
+	long   [][]byte         // the other distinct secrets
+	filter *[1 << 10]uint64 // bit b0 | b1<<8 set for each of long
 }
 
 // minEncoded is the length below which an encoded form of a secret is
@@ -41,7 +48,16 @@ func NewMasker(values []string) *Masker {
 			return
 		}
 		seen[s] = true
-		m.secrets = append(m.secrets, []byte(s))
+		if len(s) == 1 {
+			m.short = append(m.short, []byte(s))
+			return
+		}
+		m.long = append(m.long, []byte(s))
+		if m.filter == nil {
+			m.filter = new([1 << 10]uint64)
+		}
+		p := uint16(s[0]) | uint16(s[1])<<8
+		m.filter[p>>6] |= 1 << (p & 63)
 	}
 	addEncoded := func(s string) {
 		for _, e := range encodings(s) {
@@ -65,7 +81,6 @@ func NewMasker(values []string) *Masker {
 			}
 		}
 	}
-	slices.SortStableFunc(m.secrets, func(a, b []byte) int { return len(b) - len(a) })
 	return m
 }
 
@@ -114,31 +129,13 @@ func jsonString(s string, escapeHTML bool) string {
 // secret occurs, Mask returns line itself and allocates nothing; otherwise
 // it returns a new slice and leaves line unchanged.
 func (m *Masker) Mask(line []byte) []byte {
-	if m == nil || len(m.secrets) == 0 {
+	if m == nil || m.filter == nil && len(m.short) == 0 {
 		return line
 	}
-	first := -1
-	for i, s := range m.secrets {
-		if bytes.Index(line, s) >= 0 {
-			first = i
-			break
-		}
-	}
-	if first < 0 {
-		return line
-	}
-	// Collect the spans of all occurrences, overlapping ones included.
 	var buf [8]span
-	spans := buf[:0]
-	for _, s := range m.secrets[first:] {
-		for off := 0; off < len(line); {
-			j := bytes.Index(line[off:], s)
-			if j < 0 {
-				break
-			}
-			spans = append(spans, span{off + j, off + j + len(s)})
-			off += j + 1
-		}
+	spans := m.find(line, buf[:0])
+	if len(spans) == 0 {
+		return line
 	}
 	slices.SortFunc(spans, func(a, b span) int { return a.start - b.start })
 	out := make([]byte, 0, len(line))
@@ -156,3 +153,34 @@ func (m *Masker) Mask(line []byte) []byte {
 }
 
 type span struct{ start, end int }
+
+// find appends to spans those of all occurrences of secrets in line,
+// overlapping ones included, and returns the extended slice.
+func (m *Masker) find(line []byte, spans []span) []span {
+	for _, s := range m.short {
+		for off := 0; off < len(line); {
+			j := bytes.Index(line[off:], s)
+			if j < 0 {
+				break
+			}
+			spans = append(spans, span{off + j, off + j + len(s)})
+			off += j + 1
+		}
+	}
+	if m.filter == nil {
+		return spans
+	}
+	filter := m.filter
+	for i := 1; i < len(line); i++ {
+		p := uint16(line[i-1]) | uint16(line[i])<<8
+		if filter[p>>6]&(1<<(p&63)) == 0 {
+			continue
+		}
+		for _, s := range m.long {
+			if bytes.HasPrefix(line[i-1:], s) {
+				spans = append(spans, span{i - 1, i - 1 + len(s)})
+			}
+		}
+	}
+	return spans
+}

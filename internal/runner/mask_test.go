@@ -114,6 +114,10 @@ func TestMaskNoAllocWithoutMatch(t *testing.T) {
 func BenchmarkMask(b *testing.B) {
 	line := []byte(strings.Repeat("compiling crate serde v1.0.200 (registry) ", 2))
 	hit := []byte("deploying with token ghp_0123456789abcdef0123456789abcdef to prod")
+	var many []string
+	for i := range 20 {
+		many = append(many, fmt.Sprintf("secret-value-%02d-%x", i, i*7919))
+	}
 	for _, bc := range []struct {
 		name    string
 		secrets []string
@@ -122,6 +126,7 @@ func BenchmarkMask(b *testing.B) {
 		{"none", nil, line},
 		{"3secrets/miss", []string{"ghp_0123456789abcdef0123456789abcdef", "hunter2hunter2", "AKIAEXAMPLEKEY"}, line},
 		{"3secrets/hit", []string{"ghp_0123456789abcdef0123456789abcdef", "hunter2hunter2", "AKIAEXAMPLEKEY"}, hit},
+		{"20secrets/miss", many, line},
 	} {
 		m := NewMasker(bc.secrets)
 		b.Run(bc.name, func(b *testing.B) {
