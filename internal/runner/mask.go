@@ -88,14 +88,15 @@ func NewMasker(values []string) *Masker {
 func encodings(s string) []string {
 	out := []string{url.QueryEscape(s), url.PathEscape(s), jsonString(s, true), jsonString(s, false)}
 	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding} {
-		out = append(out, enc.EncodeToString([]byte(s)))
-		out = append(out, base64Cores(enc.WithPadding(base64.NoPadding), s)...)
+		raw := enc.WithPadding(base64.NoPadding)
+		out = append(out, enc.EncodeToString([]byte(s)), raw.EncodeToString([]byte(s)))
+		out = append(out, base64Cores(raw, s)...)
 	}
 	return out
 }
 
 // base64Cores returns, for each of the three offsets at which s can start
-// in a longer text (its length modulo 3 before s), the base64 characters
+// in a longer text (the length before s modulo 3), the base64 characters
 // that depend on the bytes of s alone: in any text that holds s at that
 // offset, its encoding holds them. The characters at either edge, which
 // also depend on the bytes around s, are left out.
