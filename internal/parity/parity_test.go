@@ -174,6 +174,8 @@ func checkSemantics(t *testing.T, res map[string]result) {
 		{"retry.yaml", "slow", "", "timeout"},
 		{"retry.yaml", "slow", "sleeps", "timeout"},
 		{"retry.yaml", "secret", "print", "success 0 [token=*** ***]"},
+		{"retry.yaml", "secret", "encoded", "success 0 [***] [output url holds a secret: masked]"},
+		{"retry.yaml", "secret", "same-job", "success 0 [the real value]"},
 		{"failfast.yaml", "fast (1)", "", "failure"},
 		{"failfast.yaml", "fast (2)", "", "cancelled"},
 		{"failfast.yaml", "fast (3)", "", "cancelled"},
@@ -201,6 +203,11 @@ func checkSemantics(t *testing.T, res map[string]result) {
 		}
 		if got != c.want {
 			t.Errorf("%s: oxide run: %s/%s is %q, want %q", c.file, c.stage, c.step, got, c.want)
+		}
+	}
+	if sg := res["retry.yaml"].Stages["secret"]; len(sg.Steps) > 1 {
+		if got, want := sg.Steps[1].Outputs, map[string]string{"url": "https://x/?t=***&a=b"}; !maps.Equal(got, want) {
+			t.Errorf("retry.yaml: oxide run: secret/encoded outputs = %q, want %q", got, want)
 		}
 	}
 	env := res["builtins.yaml"].Stages["env"].Steps[0].Stdout

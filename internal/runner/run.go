@@ -26,7 +26,9 @@ var baseEnvNames = []string{"PATH", "HOME", "USER", "LANG", "LC_ALL", "TERM", "T
 // cleans it up after Run returns. Steps see each other's outputs as
 // steps.<id>.outputs.<key>; with job.Parallel they see only those of
 // earlier stages (job.Outputs), and their conditions see the job's status
-// as it was at the start. A job with a Condition of its own runs no step
+// as it was at the start. An output holding a masked secret reaches the
+// job's later steps as it is, and everything else (the Sink, the
+// JobResult, and so later stages) masked. A job with a Condition of its own runs no step
 // when it is false: its status is then skipped.
 //
 // Cancelling ctx cancels the running steps (StatusCancelled) and skips the
@@ -81,19 +83,20 @@ func Run(ctx context.Context, env Environment, job *spec.Job, sink Sink) JobResu
 	}
 	if job.Parallel {
 		var wg sync.WaitGroup
+		real := make([]map[string]string, len(job.Steps))
 		for i := range job.Steps {
-			wg.Go(func() { res.Steps[i] = r.runStep(ctx, i, condStatus) })
+			wg.Go(func() { res.Steps[i], real[i] = r.runStep(ctx, i, condStatus) })
 		}
 		wg.Wait()
 		for i, sr := range res.Steps {
-			r.record(job.Steps[i], sr)
+			r.record(job.Steps[i], sr, real[i])
 			res.Status = worse(res.Status, r.counts(job.Steps[i], sr))
 		}
 	} else {
 		for i, step := range job.Steps {
-			sr := r.runStep(ctx, i, condStatus)
+			sr, real := r.runStep(ctx, i, condStatus)
 			res.Steps[i] = sr
-			r.record(step, sr)
+			r.record(step, sr, real)
 			res.Status = worse(res.Status, r.counts(step, sr))
 			condStatus = worse(condStatus, r.counts(step, sr))
 		}
@@ -255,17 +258,19 @@ func exprStatus(s Status) expr.Status {
 	return expr.StatusSuccess
 }
 
-// record adds a finished step to the steps context and the job's outputs.
-func (r *jobRun) record(step *spec.Step, sr StepResult) {
+// record adds a finished step to the steps context, with its outputs as
+// the step wrote them (real), and to the job's outputs, masked.
+func (r *jobRun) record(step *spec.Step, sr StepResult, real map[string]string) {
 	id := step.Key()
 	if id == "" {
 		return
 	}
-	outputs := sr.Outputs
-	if outputs == nil {
-		outputs = map[string]string{}
-	} else {
+	if sr.Outputs != nil {
 		r.outputs[id] = sr.Outputs
+	}
+	outputs := map[string]string{}
+	if real != nil {
+		outputs = real
 	}
 	conclusion := sr.Status
 	if r.counts(step, sr) == StatusSuccess {
@@ -296,13 +301,15 @@ func (r *jobRun) counts(step *spec.Step, sr StepResult) Status {
 }
 
 // runStep runs step i with all its attempts and reports it to the sink.
-func (r *jobRun) runStep(ctx context.Context, i int, condStatus Status) StepResult {
+// It returns the step's result, whose outputs are masked, and its outputs
+// as the step wrote them.
+func (r *jobRun) runStep(ctx context.Context, i int, condStatus Status) (StepResult, map[string]string) {
 	step := r.job.Steps[i]
 	info := StepInfo{Job: r.job, Index: i, Step: step, Attempt: 1}
 	if ctx.Err() != nil {
 		sr := StepResult{Status: StatusCancelled, Err: context.Cause(ctx)}
 		r.sink.StepCompleted(info, sr)
-		return sr
+		return sr, nil
 	}
 
 	ec, vars, varErr := r.exprContext(step, condStatus)
@@ -310,10 +317,11 @@ func (r *jobRun) runStep(ctx context.Context, i int, condStatus Status) StepResu
 	if err == nil && !run {
 		sr := StepResult{Status: StatusSkipped, Err: why}
 		r.sink.StepCompleted(info, sr)
-		return sr
+		return sr, nil
 	}
 
 	var sr StepResult
+	var real map[string]string
 	switch {
 	case err != nil:
 		sr = r.failEarly(info, err)
@@ -322,7 +330,7 @@ func (r *jobRun) runStep(ctx context.Context, i int, condStatus Status) StepResu
 	case varErr != nil:
 		sr = r.failEarly(info, varErr)
 	default:
-		sr = r.execStep(ctx, info, ec, vars)
+		sr, real = r.execStep(ctx, info, ec, vars)
 	}
 	info.Attempt = max(sr.Attempts, 1)
 	if sr.Status == StatusFailure || sr.Status == StatusTimeout && errors.Is(sr.Err, ErrStepTimeout) {
@@ -333,7 +341,7 @@ func (r *jobRun) runStep(ctx context.Context, i int, condStatus Status) StepResu
 		sr.ContinueOnError = coe
 	}
 	r.sink.StepCompleted(info, sr)
-	return sr
+	return sr, real
 }
 
 // failEarly reports a step that fails before its command could start.
@@ -406,16 +414,17 @@ func continueOnError(src string, ec *expr.Context) (bool, error) {
 	return spec.Truthy(s), nil
 }
 
-// execStep interpolates the step's command and runs its attempts.
-func (r *jobRun) execStep(ctx context.Context, info StepInfo, ec *expr.Context, vars [][2]string) StepResult {
+// execStep interpolates the step's command and runs its attempts. It
+// returns the last attempt's result and its outputs as written.
+func (r *jobRun) execStep(ctx context.Context, info StepInfo, ec *expr.Context, vars [][2]string) (StepResult, map[string]string) {
 	step := info.Step
 	script, err := expr.Interpolate(step.Run, ec)
 	if err != nil {
-		return r.failEarly(info, fmt.Errorf("run: %w", err))
+		return r.failEarly(info, fmt.Errorf("run: %w", err)), nil
 	}
 	wd, err := expr.Interpolate(step.WorkingDir, ec)
 	if err != nil {
-		return r.failEarly(info, fmt.Errorf("working_directory: %w", err))
+		return r.failEarly(info, fmt.Errorf("working_directory: %w", err)), nil
 	}
 	dir := r.job.Workspace
 	if wd != "" {
@@ -431,17 +440,16 @@ func (r *jobRun) execStep(ctx context.Context, info StepInfo, ec *expr.Context, 
 	if rt := step.Retry; rt != nil && rt.MaxAttempts > 1 {
 		maxAttempts, delay = rt.MaxAttempts, rt.Delay
 	}
-	var sr StepResult
 	for attempt := 1; ; attempt++ {
 		info.Attempt = attempt
-		sr = r.attempt(ctx, info, cmd)
+		sr, real := r.attempt(ctx, info, cmd)
 		sr.Attempts = attempt
 		if sr.Status == StatusSuccess || attempt >= maxAttempts || ctx.Err() != nil || !retries(step.Retry, sr.Status) {
-			return sr
+			return sr, real
 		}
 		r.say(info, fmt.Sprintf("retrying in %s (attempt %d/%d)", delay, attempt+1, maxAttempts))
 		if !sleep(ctx, delay) {
-			return sr
+			return sr, real
 		}
 		if step.Retry.ExponentialBackoff {
 			delay *= 2
@@ -510,8 +518,9 @@ func (r *jobRun) stepEnv(step *spec.Step, vars [][2]string) []string {
 }
 
 // attempt runs one attempt of a step: its process, its output streams and
-// its $OXIDE_OUTPUT file.
-func (r *jobRun) attempt(ctx context.Context, info StepInfo, cmd Command) StepResult {
+// its $OXIDE_OUTPUT file. The result's outputs are masked; the second
+// result is the outputs as written.
+func (r *jobRun) attempt(ctx context.Context, info StepInfo, cmd Command) (StepResult, map[string]string) {
 	if t := info.Step.Timeout; t > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeoutCause(ctx, t, ErrStepTimeout)
@@ -523,13 +532,13 @@ func (r *jobRun) attempt(ctx context.Context, info StepInfo, cmd Command) StepRe
 	r.sink.StepStarted(info)
 	outR, outW, err := pipe()
 	if err != nil {
-		return r.infraFailure(info, err)
+		return r.infraFailure(info, err), nil
 	}
 	errR, errW, err := pipe()
 	if err != nil {
 		outR.Close()
 		outW.Close()
-		return r.infraFailure(info, err)
+		return r.infraFailure(info, err), nil
 	}
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -564,18 +573,42 @@ func (r *jobRun) attempt(ctx context.Context, info StepInfo, cmd Command) StepRe
 		r.say(info, fmt.Sprintf("step timed out after %s", info.Step.Timeout))
 	}
 
+	var outputs map[string]string
 	data, err := os.ReadFile(outPath)
 	switch {
 	case err == nil:
-		outputs, problems := parseOutputs(data)
+		var problems []string
+		outputs, problems = parseOutputs(data)
 		for _, p := range problems {
 			r.say(info, "OXIDE_OUTPUT: "+p)
 		}
-		sr.Outputs = outputs
+		sr.Outputs = r.maskOutputs(info, outputs)
 	case !errors.Is(err, os.ErrNotExist):
 		r.say(info, "OXIDE_OUTPUT: "+err.Error())
 	}
-	return sr
+	return sr, outputs
+}
+
+// maskOutputs returns outputs with secrets masked in their values, and
+// warns on the step's stderr of each output it masks. It returns outputs
+// itself when none holds a secret.
+func (r *jobRun) maskOutputs(info StepInfo, outputs map[string]string) map[string]string {
+	var masked map[string]string
+	for _, k := range slices.Sorted(maps.Keys(outputs)) {
+		v := string(r.masker.Mask([]byte(outputs[k])))
+		if v == outputs[k] {
+			continue
+		}
+		if masked == nil {
+			masked = maps.Clone(outputs)
+		}
+		masked[k] = v
+		r.say(info, "output "+k+" holds a secret: masked")
+	}
+	if masked == nil {
+		return outputs
+	}
+	return masked
 }
 
 func (r *jobRun) infraFailure(info StepInfo, err error) StepResult {

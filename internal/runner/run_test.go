@@ -172,6 +172,36 @@ echo "version=1.2.3" >> "$OXIDE_OUTPUT"
 	}
 }
 
+// An output holding a secret is masked wherever the runner reports it,
+// with a warning, while the job's later steps get it as written.
+func TestOutputsWithSecretsMasked(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	gen := step("gen", `echo "out=url?t=$SEC&x=1" >> "$OXIDE_OUTPUT"; echo "plain=hello" >> "$OXIDE_OUTPUT"`)
+	use := step("use", `[ "${{ steps.gen.outputs.out }}" = "url?t=$SEC&x=1" ] && echo "later step got the real value"`)
+	job := b.job(gen, use)
+	job.Secrets = []spec.Secret{{Name: "SEC", Value: "s3cr3t-t0ken", Masked: true}}
+	res, rec := b.run(t, t.Context(), job)
+
+	wantStatus(t, "job", res.Status, runner.StatusSuccess)
+	want := map[string]string{"out": "url?t=***&x=1", "plain": "hello"}
+	if got := res.Steps[0].Outputs; !equalMap(got, want) {
+		t.Errorf("StepResult outputs = %q, want %q", got, want)
+	}
+	if got := rec.results[0].Outputs; !equalMap(got, want) {
+		t.Errorf("outputs given to the Sink = %q, want %q", got, want)
+	}
+	if got := res.Outputs["gen"]; !equalMap(got, want) {
+		t.Errorf("JobResult.Outputs[gen] = %q, want %q", got, want)
+	}
+	if got, want := rec.errLines(0), []string{"output out holds a secret: masked"}; !slices.Equal(got, want) {
+		t.Errorf("gen's stderr = %q, want %q", got, want)
+	}
+	if got, want := rec.out(1), []string{"later step got the real value"}; !slices.Equal(got, want) {
+		t.Errorf("use printed %q, want %q", got, want)
+	}
+}
+
 func equalMap(a, b map[string]string) bool {
 	if len(a) != len(b) {
 		return false
