@@ -68,7 +68,6 @@ func (s *Server) drainAgent(w http.ResponseWriter, r *http.Request, p *principal
 	if err != nil {
 		return fmt.Errorf("agent %q: %w", id, err)
 	}
-	s.audit(r.Context(), p, auditEntry{"agent.drain", "agent", a.ID, map[string]string{"name": a.Name}})
 	writeJSON(w, http.StatusOK, toAgent(a))
 	return nil
 }

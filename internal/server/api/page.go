@@ -113,10 +113,11 @@ func record(ctx context.Context, tx store.Tx, p *principal, e auditEntry) error 
 	return err
 }
 
-// audit records e after a change made elsewhere (by Control or the token
-// store), where it cannot share the change's transaction; a failure is
+// audit records e after a change made elsewhere (by the token store, which
+// has no transaction to share), even if the client has gone; a failure is
 // logged, since the change is made.
 func (s *Server) audit(ctx context.Context, p *principal, e auditEntry) {
+	ctx = context.WithoutCancel(ctx)
 	if err := record(ctx, s.store, p, e); err != nil {
 		s.log.ErrorContext(ctx, "cannot write audit entry", "action", e.action, "resource_id", e.resourceID,
 			"actor", p.Name, "request_id", requestIDFrom(ctx), "err", err)
