@@ -325,11 +325,25 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, p *principa
 		return invalidf("role %q is not one of viewer, developer, admin", req.Role)
 	}
 	secret := NewToken()
-	t, err := s.tokens.Create(r.Context(), Token{Name: req.Name, Role: req.Role, Hash: HashToken(secret)})
-	if err != nil {
-		return fmt.Errorf("token %q: %w", req.Name, err)
+	t := Token{Name: req.Name, Role: req.Role, Hash: HashToken(secret)}
+	e := auditEntry{"token.create", "token", "", map[string]string{"name": t.Name, "role": string(t.Role)}}
+	var err error
+	if at, ok := s.tokens.(AuditedTokenStore); ok {
+		se, err := e.by(p)
+		if err != nil {
+			return err
+		}
+		t, err = at.CreateAudited(r.Context(), t, se)
+		if err != nil {
+			return fmt.Errorf("token %q: %w", req.Name, err)
+		}
+	} else {
+		if t, err = s.tokens.Create(r.Context(), t); err != nil {
+			return fmt.Errorf("token %q: %w", req.Name, err)
+		}
+		e.resourceID = t.ID
+		s.audit(r.Context(), p, e)
 	}
-	s.audit(r.Context(), p, auditEntry{"token.create", "token", t.ID, map[string]string{"name": t.Name, "role": string(t.Role)}})
 	out := toToken(t)
 	out.Token = secret
 	writeJSON(w, http.StatusCreated, out)
@@ -374,10 +388,21 @@ func (s *Server) deleteToken(w http.ResponseWriter, r *http.Request, p *principa
 	if victim.Role == RoleAdmin && admins == 1 {
 		return errorf(http.StatusConflict, codeConflict, "token %q is the last admin token", victim.Name)
 	}
-	if err := s.tokens.Delete(r.Context(), id); err != nil {
-		return fmt.Errorf("token %q: %w", id, err)
+	e := auditEntry{"token.delete", "token", id, map[string]string{"name": victim.Name, "role": string(victim.Role)}}
+	if at, ok := s.tokens.(AuditedTokenStore); ok {
+		se, err := e.by(p)
+		if err != nil {
+			return err
+		}
+		if err := at.DeleteAudited(r.Context(), id, se); err != nil {
+			return fmt.Errorf("token %q: %w", id, err)
+		}
+	} else {
+		if err := s.tokens.Delete(r.Context(), id); err != nil {
+			return fmt.Errorf("token %q: %w", id, err)
+		}
+		s.audit(r.Context(), p, e)
 	}
-	s.audit(r.Context(), p, auditEntry{"token.delete", "token", id, map[string]string{"name": victim.Name, "role": string(victim.Role)}})
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
