@@ -46,6 +46,7 @@ type options struct {
 	js        jetstream.JetStream
 	ready     func(context.Context) error
 	providers []provider.Provider
+	wrap      func(store.Store) store.Store // the API's store; nil: the database itself
 }
 
 func setup(t *testing.T) *bundle { return setupWith(t, options{}) }
@@ -67,8 +68,12 @@ func setupWith(t *testing.T, o options) *bundle {
 		t.Fatal(err)
 	}
 	b := &bundle{store: st, control: &fakeControl{store: st}, tokens: newMemTokens(), box: box, logs: &lockedBuffer{}}
+	var apiStore store.Store = st
+	if o.wrap != nil {
+		apiStore = o.wrap(st)
+	}
 	b.api = api.New(api.Config{
-		Store:     st,
+		Store:     apiStore,
 		Control:   b.control,
 		Tokens:    b.tokens,
 		Secrets:   box,
