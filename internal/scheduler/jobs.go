@@ -82,14 +82,18 @@ func (s *Service) CancelJob(ctx context.Context, id, actor string) (store.Job, e
 // DrainAgent marks an agent draining: it finishes its jobs and takes no
 // new ones. The agent.drain audit entry, by actor, is written in the same
 // transaction.
-func (s *Service) DrainAgent(ctx context.Context, id, actor string) (a store.Agent, err error) {
-	err = s.store.InTx(ctx, func(tx store.Tx) error {
+func (s *Service) DrainAgent(ctx context.Context, id, actor string) (store.Agent, error) {
+	var a store.Agent
+	err := s.store.InTx(ctx, func(tx store.Tx) (err error) {
 		if a, err = tx.Agents().SetStatus(ctx, id, store.AgentDraining); err != nil {
 			return err
 		}
 		return record(ctx, tx, actor, "agent.drain", "agent", a.ID, map[string]string{"name": a.Name})
 	})
-	return a, err
+	if err != nil {
+		return store.Agent{}, err
+	}
+	return a, nil
 }
 
 // submittedWork turns the spec of a job submitted directly into the job a

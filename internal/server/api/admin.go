@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -325,24 +326,9 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, p *principa
 		return invalidf("role %q is not one of viewer, developer, admin", req.Role)
 	}
 	secret := NewToken()
-	t := Token{Name: req.Name, Role: req.Role, Hash: HashToken(secret)}
-	e := auditEntry{"token.create", "token", "", map[string]string{"name": t.Name, "role": string(t.Role)}}
-	var err error
-	if at, ok := s.tokens.(AuditedTokenStore); ok {
-		se, err := e.by(p)
-		if err != nil {
-			return err
-		}
-		t, err = at.CreateAudited(r.Context(), t, se)
-		if err != nil {
-			return fmt.Errorf("token %q: %w", req.Name, err)
-		}
-	} else {
-		if t, err = s.tokens.Create(r.Context(), t); err != nil {
-			return fmt.Errorf("token %q: %w", req.Name, err)
-		}
-		e.resourceID = t.ID
-		s.audit(r.Context(), p, e)
+	t, err := s.storeToken(r.Context(), p, Token{Name: req.Name, Role: req.Role, Hash: HashToken(secret)})
+	if err != nil {
+		return fmt.Errorf("token %q: %w", req.Name, err)
 	}
 	out := toToken(t)
 	out.Token = secret
@@ -362,6 +348,45 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, _ *principal
 	page, next := paginate(all, limit, offset)
 	writeJSON(w, http.StatusOK, list[tokenJSON]{Items: mapItems(page, toToken), Next: next})
 	return nil
+}
+
+// storeToken creates t with its token.create audit entry by p: in one
+// transaction if the token store is an AuditedTokenStore.
+func (s *Server) storeToken(ctx context.Context, p *principal, t Token) (Token, error) {
+	e := auditEntry{"token.create", "token", "", map[string]string{"name": t.Name, "role": string(t.Role)}}
+	at, ok := s.tokens.(AuditedTokenStore)
+	if !ok {
+		t, err := s.tokens.Create(ctx, t)
+		if err == nil {
+			e.resourceID = t.ID
+			s.audit(ctx, p, e)
+		}
+		return t, err
+	}
+	se, err := e.by(p)
+	if err != nil {
+		return Token{}, err
+	}
+	return at.CreateAudited(ctx, t, se)
+}
+
+// dropToken deletes t with its token.delete audit entry by p: in one
+// transaction if the token store is an AuditedTokenStore.
+func (s *Server) dropToken(ctx context.Context, p *principal, t Token) error {
+	e := auditEntry{"token.delete", "token", t.ID, map[string]string{"name": t.Name, "role": string(t.Role)}}
+	at, ok := s.tokens.(AuditedTokenStore)
+	if !ok {
+		err := s.tokens.Delete(ctx, t.ID)
+		if err == nil {
+			s.audit(ctx, p, e)
+		}
+		return err
+	}
+	se, err := e.by(p)
+	if err != nil {
+		return err
+	}
+	return at.DeleteAudited(ctx, t.ID, se)
 }
 
 // deleteToken deletes a token, but not the last admin token, which would
@@ -388,20 +413,8 @@ func (s *Server) deleteToken(w http.ResponseWriter, r *http.Request, p *principa
 	if victim.Role == RoleAdmin && admins == 1 {
 		return errorf(http.StatusConflict, codeConflict, "token %q is the last admin token", victim.Name)
 	}
-	e := auditEntry{"token.delete", "token", id, map[string]string{"name": victim.Name, "role": string(victim.Role)}}
-	if at, ok := s.tokens.(AuditedTokenStore); ok {
-		se, err := e.by(p)
-		if err != nil {
-			return err
-		}
-		if err := at.DeleteAudited(r.Context(), id, se); err != nil {
-			return fmt.Errorf("token %q: %w", id, err)
-		}
-	} else {
-		if err := s.tokens.Delete(r.Context(), id); err != nil {
-			return fmt.Errorf("token %q: %w", id, err)
-		}
-		s.audit(r.Context(), p, e)
+	if err := s.dropToken(r.Context(), p, *victim); err != nil {
+		return fmt.Errorf("token %q: %w", id, err)
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
