@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/oxide-ci/oxide/internal/agentrpc"
+	"github.com/oxide-ci/oxide/internal/datadir"
 	"github.com/oxide-ci/oxide/internal/environment/docker"
 	"github.com/oxide-ci/oxide/internal/spec"
 	"github.com/oxide-ci/oxide/internal/worker"
@@ -145,9 +146,13 @@ func New(cfg Config) (*Agent, error) {
 // more jobs and hands back those not started, lets running jobs go on for
 // Config.Grace and then cancels them, waits up to Config.FlushTimeout for
 // the server to acknowledge what it sent, and returns nil. It returns an
-// error only when it cannot start (no identity and registration failed).
+// error only when it cannot start: its data directory cannot be made
+// private (datadir.Secure), or it has no identity and registration failed.
 func (a *Agent) Run(ctx context.Context) error {
 	cfg := a.cfg
+	if err := datadir.Secure(cfg.DataDir, a.log); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
 	id, err := a.identity(ctx)
 	if err != nil {
 		return err

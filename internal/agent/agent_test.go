@@ -615,3 +615,35 @@ func TestBadJob(t *testing.T) {
 		t.Fatalf("result %v", res)
 	}
 }
+
+// TestDataDirMadePrivate (issue 11.9): the agent makes its data directory
+// 0700 and the files in it 0600 before it reads them.
+func TestDataDirMadePrivate(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	info := filepath.Join(dir, InfoFile)
+	if err := os.WriteFile(info, []byte("not JSON"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for path, m := range map[string]os.FileMode{info: 0o644, dir: 0o777} {
+		if err := os.Chmod(path, m); err != nil { // whatever the umask
+			t.Fatal(err)
+		}
+	}
+	a, err := New(Config{Server: "127.0.0.1:1", DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Run(t.Context()); err == nil || !strings.Contains(err.Error(), InfoFile) {
+		t.Fatalf("Run with a broken identity: %v", err)
+	}
+	for path, want := range map[string]os.FileMode{dir: 0o700, info: 0o600} {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := fi.Mode().Perm(); m != want {
+			t.Errorf("%s: mode %04o, want %04o", path, m, want)
+		}
+	}
+}

@@ -109,7 +109,8 @@ func newCA(cert *x509.Certificate, key crypto.Signer) *CA {
 }
 
 // LoadOrCreateCA loads the CA kept in dir (CAFile and CAKeyFile) or, when
-// neither file exists, makes one and writes them, the key with mode 0600.
+// neither file exists, makes one and writes them with mode 0600, like
+// everything in a data directory (package datadir).
 // One file without the other is an error: a CA is not silently replaced.
 func LoadOrCreateCA(dir string) (*CA, error) {
 	certPath, keyPath := filepath.Join(dir, CAFile), filepath.Join(dir, CAKeyFile)
@@ -138,7 +139,7 @@ func LoadOrCreateCA(dir string) (*CA, error) {
 	if err := writeFile(keyPath, keyPEM, 0o600); err != nil {
 		return nil, err
 	}
-	if err := writeFile(certPath, ca.CertPEM, 0o644); err != nil {
+	if err := writeFile(certPath, ca.CertPEM, 0o600); err != nil {
 		return nil, err
 	}
 	return ca, nil

@@ -10,12 +10,15 @@ import (
 )
 
 // CancelRun cancels a run that is not done: its unfinished stages and jobs
-// are cancelled and the workers running them told to stop.
+// are cancelled and the workers running them told to stop. The run.cancel
+// audit entry, by actor, is written in the same transaction.
 func (s *Service) CancelRun(ctx context.Context, runID, actor string) (store.Run, error) {
 	var jobs []store.Job
 	err := s.store.InTx(ctx, func(tx store.Tx) (err error) {
-		jobs, err = s.stopRun(ctx, tx, runID, spec.StatusCancelled, "cancelled by "+actor)
-		return err
+		if jobs, err = s.stopRun(ctx, tx, runID, spec.StatusCancelled, "cancelled by "+actor); err != nil {
+			return err
+		}
+		return record(ctx, tx, actor, "run.cancel", "run", runID, nil)
 	})
 	if err != nil {
 		return store.Run{}, err
@@ -47,6 +50,8 @@ func (s *Service) stopRun(ctx context.Context, tx store.Tx, runID string, status
 // required approvals are in, and is cancelled at the first rejection.
 // ErrNotApprover if the stage's approvers do not name v's actor or role;
 // ErrConflict if nothing waits, or the actor voted on the stage already.
+// The run.approve or run.reject audit entry, by v's actor, is written in
+// the same transaction.
 func (s *Service) Approve(ctx context.Context, runID, stage string, v Vote) (store.Run, error) {
 	err := s.store.InTx(ctx, func(tx store.Tx) error {
 		st, err := s.load(ctx, tx, runID)
@@ -66,7 +71,11 @@ func (s *Service) Approve(ctx context.Context, runID, stage string, v Vote) (sto
 		if !matched {
 			return fmt.Errorf("%w: no stage %q of run %s waits for an approval", store.ErrConflict, stage, runID)
 		}
-		return nil
+		action := "run.approve"
+		if !v.Approve {
+			action = "run.reject"
+		}
+		return record(ctx, tx, v.Actor, action, "run", runID, map[string]string{"stage": stage, "comment": v.Comment})
 	})
 	if err != nil {
 		return store.Run{}, err

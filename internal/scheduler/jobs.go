@@ -14,7 +14,8 @@ import (
 
 // SubmitJob queues a job submitted directly (not part of a run), with its
 // steps. The store keeps the spec as given; it becomes the runner's job
-// when claimed.
+// when claimed. The job.submit audit entry, by actor, is written in the
+// same transaction.
 func (s *Service) SubmitJob(ctx context.Context, spec jobspec.Spec, actor string) (store.Job, error) {
 	if err := spec.Validate(); err != nil {
 		return store.Job{}, err
@@ -36,7 +37,10 @@ func (s *Service) SubmitJob(ctx context.Context, spec jobspec.Spec, actor string
 		if err != nil {
 			return err
 		}
-		return s.createSteps(ctx, tx, job.ID, work.Steps)
+		if err := s.createSteps(ctx, tx, job.ID, work.Steps); err != nil {
+			return err
+		}
+		return record(ctx, tx, actor, "job.submit", "job", job.ID, map[string]string{"name": job.Name})
 	})
 	if err != nil {
 		return store.Job{}, err
@@ -47,6 +51,7 @@ func (s *Service) SubmitJob(ctx context.Context, spec jobspec.Spec, actor string
 
 // CancelJob cancels a job that is not done and tells its worker. A job of a
 // run ends its stage as cancelled, and the run goes on as after a failure.
+// The job.cancel audit entry, by actor, is written in the same transaction.
 func (s *Service) CancelJob(ctx context.Context, id, actor string) (store.Job, error) {
 	j, err := s.store.Jobs().Get(ctx, id)
 	if err != nil {
@@ -54,11 +59,15 @@ func (s *Service) CancelJob(ctx context.Context, id, actor string) (store.Job, e
 	}
 	var stopped []store.Job
 	err = s.inRun(ctx, j.RunID, func(tx store.Tx) (err error) {
-		if j, err = tx.Jobs().Cancel(ctx, id, "cancelled by "+actor); err != nil || j.RunID == "" {
+		if j, err = tx.Jobs().Cancel(ctx, id, "cancelled by "+actor); err != nil {
 			return err
 		}
-		stopped, err = s.finished(ctx, tx, j, spec.StatusCancelled, j.Error)
-		return err
+		if j.RunID != "" {
+			if stopped, err = s.finished(ctx, tx, j, spec.StatusCancelled, j.Error); err != nil {
+				return err
+			}
+		}
+		return record(ctx, tx, actor, "job.cancel", "job", j.ID, nil)
 	})
 	if err != nil {
 		return store.Job{}, err
@@ -71,9 +80,20 @@ func (s *Service) CancelJob(ctx context.Context, id, actor string) (store.Job, e
 }
 
 // DrainAgent marks an agent draining: it finishes its jobs and takes no
-// new ones.
+// new ones. The agent.drain audit entry, by actor, is written in the same
+// transaction.
 func (s *Service) DrainAgent(ctx context.Context, id, actor string) (store.Agent, error) {
-	return s.store.Agents().SetStatus(ctx, id, store.AgentDraining)
+	var a store.Agent
+	err := s.store.InTx(ctx, func(tx store.Tx) (err error) {
+		if a, err = tx.Agents().SetStatus(ctx, id, store.AgentDraining); err != nil {
+			return err
+		}
+		return record(ctx, tx, actor, "agent.drain", "agent", a.ID, map[string]string{"name": a.Name})
+	})
+	if err != nil {
+		return store.Agent{}, err
+	}
+	return a, nil
 }
 
 // submittedWork turns the spec of a job submitted directly into the job a

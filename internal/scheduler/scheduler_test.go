@@ -25,12 +25,19 @@ type bundle struct {
 
 func setup(t *testing.T, workers int) *bundle {
 	t.Helper()
+	return setupStore(t, workers, func(st store.Store) store.Store { return st })
+}
+
+// setupStore is setup with the service over wrap of the database.
+func setupStore(t *testing.T, workers int, wrap func(store.Store) store.Store) *bundle {
+	t.Helper()
 	ctx := t.Context()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "oxide.db"))
+	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "oxide.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { st.Close() })
+	t.Cleanup(func() { db.Close() })
+	st := wrap(db)
 	svc := scheduler.New(scheduler.Config{Store: st, Lease: 5 * time.Second})
 	wctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -13,7 +13,8 @@ import (
 // TriggerRun compiles the pipeline with the trigger and stores the
 // compiled run with its stages, jobs and steps; the jobs of its root
 // stages are queued at once, unless another run of the same concurrency
-// group is in progress.
+// group is in progress. The run.trigger audit entry, by req.Actor, is
+// written in the same transaction.
 func (s *Service) TriggerRun(ctx context.Context, pipelineID string, req TriggerRequest) (store.Run, error) {
 	sp, err := s.store.Pipelines().Get(ctx, pipelineID)
 	if err != nil {
@@ -55,8 +56,12 @@ func (s *Service) TriggerRun(ctx context.Context, pipelineID string, req Trigger
 		if err := s.advance(ctx, tx, run.ID); err != nil { // a run of a busy group stays queued
 			return err
 		}
-		run, err = tx.Runs().Get(ctx, run.ID) // as committed: workers may start it at once
-		return err
+		if run, err = tx.Runs().Get(ctx, run.ID); err != nil { // as committed: workers may start it at once
+			return err
+		}
+		return record(ctx, tx, req.Actor, "run.trigger", "run", run.ID, map[string]any{
+			"pipeline_id": sp.ID, "pipeline": sp.Name, "run_number": run.Number, "branch": req.Branch, "event": req.Event,
+		})
 	})
 	if err != nil {
 		return store.Run{}, err

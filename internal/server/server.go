@@ -25,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/oxide-ci/oxide/internal/datadir"
 	"github.com/oxide-ci/oxide/internal/environment/docker"
 	"github.com/oxide-ci/oxide/internal/events/natsbus"
 	"github.com/oxide-ci/oxide/internal/pki"
@@ -46,8 +47,8 @@ import (
 // publishes what the outbox holds, and closes the database. ready, if not
 // nil, is called with the HTTP address once the server answers.
 func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr string)) error {
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return err
+	if err := datadir.Secure(cfg.DataDir, log); err != nil {
+		return fmt.Errorf("data directory: %w", err)
 	}
 	st, err := openStore(ctx, cfg)
 	if err != nil {
@@ -226,7 +227,15 @@ func openStore(ctx context.Context, cfg Config) (store.Store, error) {
 		}
 		return postgres.Open(ctx, cfg.DatabaseURL)
 	}
-	return sqlite.Open(ctx, filepath.Join(cfg.DataDir, "oxide.db"))
+	path := filepath.Join(cfg.DataDir, "oxide.db")
+	// SQLite makes a new database 0644, and its -wal and -shm with the
+	// database's mode: a new database is made private first.
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, datadir.FileMode)
+	if err != nil {
+		return nil, err
+	}
+	f.Close()
+	return sqlite.Open(ctx, path)
 }
 
 // connectNATS connects to the configured NATS, or starts one in-process.

@@ -14,7 +14,7 @@ type tokens struct {
 	store store.Store
 }
 
-var _ api.TokenStore = tokens{}
+var _ api.AuditedTokenStore = tokens{}
 
 func (t tokens) Create(ctx context.Context, tok api.Token) (api.Token, error) {
 	out, err := t.store.Tokens().Create(ctx, toStoreToken(tok))
@@ -22,6 +22,33 @@ func (t tokens) Create(ctx context.Context, tok api.Token) (api.Token, error) {
 		return api.Token{}, err
 	}
 	return fromStoreToken(out), nil
+}
+
+func (t tokens) CreateAudited(ctx context.Context, tok api.Token, e store.AuditEntry) (out api.Token, err error) {
+	err = t.store.InTx(ctx, func(tx store.Tx) error {
+		st, err := tx.Tokens().Create(ctx, toStoreToken(tok))
+		if err != nil {
+			return err
+		}
+		out = fromStoreToken(st)
+		e.ResourceID = st.ID
+		_, err = tx.Audit().Record(ctx, e)
+		return err
+	})
+	if err != nil {
+		return api.Token{}, err
+	}
+	return out, nil
+}
+
+func (t tokens) DeleteAudited(ctx context.Context, id string, e store.AuditEntry) error {
+	return t.store.InTx(ctx, func(tx store.Tx) error {
+		if err := tx.Tokens().Delete(ctx, id); err != nil {
+			return err
+		}
+		_, err := tx.Audit().Record(ctx, e)
+		return err
+	})
 }
 
 func (t tokens) GetByHash(ctx context.Context, hash string) (api.Token, error) {

@@ -90,6 +90,7 @@ const (
 	DefaultOrphanGrace = 10 * time.Second
 	helloTimeout       = 30 * time.Second
 	sendTimeout        = 5 * time.Second // for the last messages of a stream that ends
+	maxRecvMsg         = 4 << 20         // gRPC's default, stated
 )
 
 // Config configures a Server.
@@ -127,6 +128,8 @@ type Server struct {
 	ctl   Control
 	log   *slog.Logger
 	grpc  *grpc.Server
+
+	refusals refusals // refused registrations by peer address
 
 	stopping chan struct{} // closed by Stop
 	stopOnce sync.Once
@@ -178,6 +181,10 @@ func New(cfg Config) (*Server, error) {
 		// default 32 KiB read buffer was half the heap per agent).
 		grpc.ReadBufferSize(8<<10),
 		grpc.SharedWriteBuffer(true),
+		// One bound for every method (gRPC has no other): the agent's log
+		// batches stay near 1 MiB, Register's fields are far smaller and
+		// are checked before anything is stored.
+		grpc.MaxRecvMsgSize(maxRecvMsg),
 	)
 	agentrpc.RegisterAgentServer(s.grpc, s)
 	return s, nil

@@ -123,6 +123,49 @@ func TestRegisterSpendsTheToken(t *testing.T) {
 	}
 }
 
+// TestRegisterFlood: oversized, unauthenticated registrations (issue 11.6)
+// store nothing of their size, and a peer refused too often is refused
+// with ResourceExhausted, unaudited, until its bucket refills.
+func TestRegisterFlood(t *testing.T) {
+	t.Parallel()
+	clk := &clock{t: time.Now()}
+	b := setupWith(t, options{now: clk.now})
+	ctx := context.Background()
+	conn := b.dial(t, nil)
+	huge := strings.Repeat("n", 1<<20)
+	codesSeen := map[codes.Code]int{}
+	for range 50 {
+		_, err := conn.Register(ctx, &agentrpc.RegisterRequest{Token: "oxb_bogus", Name: huge, Csr: []byte("x")})
+		codesSeen[status.Code(err)]++
+	}
+	if codesSeen[codes.InvalidArgument] != 10 || codesSeen[codes.ResourceExhausted] != 40 {
+		t.Errorf("answers %v, want 10 InvalidArgument then 40 ResourceExhausted", codesSeen)
+	}
+	entries, err := b.store.Audit().List(ctx, store.AuditFilter{Actor: "bootstrap-token"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 10 {
+		t.Errorf("%d audit entries, want one per heard refusal (10)", len(entries))
+	}
+	for _, e := range entries {
+		if len(e.Details) > 512 || strings.Contains(string(e.Details), "nnnn") {
+			t.Fatalf("audit entry of %d bytes holds the name: %.200s", len(e.Details), e.Details)
+		}
+		if !strings.Contains(string(e.Details), "name: at most 100 bytes") {
+			t.Errorf("audit entry without the reason: %s", e.Details)
+		}
+	}
+	// Fields are checked before the token: a valid one is not spent by an
+	// oversized request.
+	tok := b.token(t)
+	clk.advance(time.Hour)
+	if _, err := conn.Register(ctx, &agentrpc.RegisterRequest{Token: tok, Name: "x", Os: huge[:65]}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("register with a 65-byte os: %v", err)
+	}
+	b.register(t, &agentrpc.RegisterRequest{Token: tok, Name: "after"})
+}
+
 func TestConnectRefused(t *testing.T) {
 	t.Parallel()
 	b := setup(t)

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -68,7 +69,6 @@ func (s *Server) drainAgent(w http.ResponseWriter, r *http.Request, p *principal
 	if err != nil {
 		return fmt.Errorf("agent %q: %w", id, err)
 	}
-	s.audit(r.Context(), p, auditEntry{"agent.drain", "agent", a.ID, map[string]string{"name": a.Name}})
 	writeJSON(w, http.StatusOK, toAgent(a))
 	return nil
 }
@@ -326,11 +326,10 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, p *principa
 		return invalidf("role %q is not one of viewer, developer, admin", req.Role)
 	}
 	secret := NewToken()
-	t, err := s.tokens.Create(r.Context(), Token{Name: req.Name, Role: req.Role, Hash: HashToken(secret)})
+	t, err := s.storeToken(r.Context(), p, Token{Name: req.Name, Role: req.Role, Hash: HashToken(secret)})
 	if err != nil {
 		return fmt.Errorf("token %q: %w", req.Name, err)
 	}
-	s.audit(r.Context(), p, auditEntry{"token.create", "token", t.ID, map[string]string{"name": t.Name, "role": string(t.Role)}})
 	out := toToken(t)
 	out.Token = secret
 	writeJSON(w, http.StatusCreated, out)
@@ -349,6 +348,45 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, _ *principal
 	page, next := paginate(all, limit, offset)
 	writeJSON(w, http.StatusOK, list[tokenJSON]{Items: mapItems(page, toToken), Next: next})
 	return nil
+}
+
+// storeToken creates t with its token.create audit entry by p: in one
+// transaction if the token store is an AuditedTokenStore.
+func (s *Server) storeToken(ctx context.Context, p *principal, t Token) (Token, error) {
+	e := auditEntry{"token.create", "token", "", map[string]string{"name": t.Name, "role": string(t.Role)}}
+	at, ok := s.tokens.(AuditedTokenStore)
+	if !ok {
+		t, err := s.tokens.Create(ctx, t)
+		if err == nil {
+			e.resourceID = t.ID
+			s.audit(ctx, p, e)
+		}
+		return t, err
+	}
+	se, err := e.by(p)
+	if err != nil {
+		return Token{}, err
+	}
+	return at.CreateAudited(ctx, t, se)
+}
+
+// dropToken deletes t with its token.delete audit entry by p: in one
+// transaction if the token store is an AuditedTokenStore.
+func (s *Server) dropToken(ctx context.Context, p *principal, t Token) error {
+	e := auditEntry{"token.delete", "token", t.ID, map[string]string{"name": t.Name, "role": string(t.Role)}}
+	at, ok := s.tokens.(AuditedTokenStore)
+	if !ok {
+		err := s.tokens.Delete(ctx, t.ID)
+		if err == nil {
+			s.audit(ctx, p, e)
+		}
+		return err
+	}
+	se, err := e.by(p)
+	if err != nil {
+		return err
+	}
+	return at.DeleteAudited(ctx, t.ID, se)
 }
 
 // deleteToken deletes a token, but not the last admin token, which would
@@ -375,10 +413,9 @@ func (s *Server) deleteToken(w http.ResponseWriter, r *http.Request, p *principa
 	if victim.Role == RoleAdmin && admins == 1 {
 		return errorf(http.StatusConflict, codeConflict, "token %q is the last admin token", victim.Name)
 	}
-	if err := s.tokens.Delete(r.Context(), id); err != nil {
+	if err := s.dropToken(r.Context(), p, *victim); err != nil {
 		return fmt.Errorf("token %q: %w", id, err)
 	}
-	s.audit(r.Context(), p, auditEntry{"token.delete", "token", id, map[string]string{"name": victim.Name, "role": string(victim.Role)}})
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

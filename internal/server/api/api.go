@@ -34,7 +34,10 @@ const DefaultMaxBody = 1 << 20
 // pipeline, run, job, agent), store.ErrConflict (the thing is done already,
 // or nothing waits for an approval) or store.ErrInvalid (a request the
 // control plane cannot accept; a pipeline.ErrorList may be wrapped too);
-// actor is the name of the calling token, for reasons and audit.
+// actor is the name of the calling token, for reasons and audit: each
+// method writes the audit entry of its change (run.trigger, run.cancel,
+// run.approve or run.reject, job.submit, job.cancel, agent.drain) in the
+// change's transaction, so that no change is made without its entry.
 type Control interface {
 	// TriggerRun creates a queued run of the pipeline (ID or name) with its
 	// stages, jobs and steps.

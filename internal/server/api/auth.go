@@ -72,6 +72,19 @@ type TokenStore interface {
 	Touch(ctx context.Context, id string, at time.Time) error
 }
 
+// AuditedTokenStore is a TokenStore that writes the audit entry of a
+// token's creation or deletion in the change's transaction. When
+// Config.Tokens is one, no token is created or deleted through the API
+// without its entry; else the entry is written after the change.
+type AuditedTokenStore interface {
+	TokenStore
+	// CreateAudited is Create that records e, its ResourceID set to the
+	// new token's ID, in the same transaction.
+	CreateAudited(ctx context.Context, t Token, e store.AuditEntry) (Token, error)
+	// DeleteAudited is Delete that records e in the same transaction.
+	DeleteAudited(ctx context.Context, id string, e store.AuditEntry) error
+}
+
 // TokenPrefix starts every token, so that secret scanners know them.
 const TokenPrefix = "oxt_"
 

@@ -99,24 +99,34 @@ type auditEntry struct {
 // record appends the audit entry of a mutating call by p through tx (the
 // store, or a transaction that makes the change too).
 func record(ctx context.Context, tx store.Tx, p *principal, e auditEntry) error {
+	se, err := e.by(p)
+	if err != nil {
+		return err
+	}
+	_, err = tx.Audit().Record(ctx, se)
+	return err
+}
+
+// by returns e as the store's entry of a change by p.
+func (e auditEntry) by(p *principal) (store.AuditEntry, error) {
 	var details json.RawMessage
 	if e.details != nil {
 		b, err := json.Marshal(e.details)
 		if err != nil {
-			return err
+			return store.AuditEntry{}, err
 		}
 		details = b
 	}
-	_, err := tx.Audit().Record(ctx, store.AuditEntry{
+	return store.AuditEntry{
 		Actor: p.Name, Action: e.action, ResourceType: e.resourceType, ResourceID: e.resourceID, Details: details,
-	})
-	return err
+	}, nil
 }
 
-// audit records e after a change made elsewhere (by Control or the token
-// store), where it cannot share the change's transaction; a failure is
-// logged, since the change is made.
+// audit records e after a change made elsewhere (by a token store that is
+// not an AuditedTokenStore, or a template's job by Control), even if the
+// client has gone; a failure is logged, since the change is made.
 func (s *Server) audit(ctx context.Context, p *principal, e auditEntry) {
+	ctx = context.WithoutCancel(ctx)
 	if err := record(ctx, s.store, p, e); err != nil {
 		s.log.ErrorContext(ctx, "cannot write audit entry", "action", e.action, "resource_id", e.resourceID,
 			"actor", p.Name, "request_id", requestIDFrom(ctx), "err", err)

@@ -221,8 +221,6 @@ func (s *Server) triggerRun(w http.ResponseWriter, r *http.Request, p *principal
 	if err != nil {
 		return err
 	}
-	s.audit(r.Context(), p, auditEntry{"run.trigger", "run", run.ID,
-		map[string]any{"pipeline_id": pl.ID, "pipeline": pl.Name, "run_number": run.Number, "branch": req.Branch, "event": req.Event}})
 	out, err := s.runTree(r.Context(), run)
 	if err != nil {
 		return err
@@ -272,15 +270,10 @@ func (s *Server) cancelRun(w http.ResponseWriter, r *http.Request, p *principal)
 	if err != nil {
 		return fmt.Errorf("run %q: %w", id, err)
 	}
-	s.audit(r.Context(), p, auditEntry{"run.cancel", "run", run.ID, nil})
 	return s.writeRun(w, r, http.StatusAccepted, run)
 }
 
 func (s *Server) approve(approve bool) handlerFunc {
-	action := "run.approve"
-	if !approve {
-		action = "run.reject"
-	}
 	return func(w http.ResponseWriter, r *http.Request, p *principal) error {
 		var req struct {
 			Comment string `json:"comment"`
@@ -294,7 +287,6 @@ func (s *Server) approve(approve bool) handlerFunc {
 		if err != nil {
 			return fmt.Errorf("run %q: %w", id, err)
 		}
-		s.audit(r.Context(), p, auditEntry{action, "run", run.ID, map[string]string{"stage": stage, "comment": req.Comment}})
 		return s.writeRun(w, r, http.StatusOK, run)
 	}
 }

@@ -46,6 +46,7 @@ type options struct {
 	js        jetstream.JetStream
 	ready     func(context.Context) error
 	providers []provider.Provider
+	wrap      func(store.Store) store.Store // the API's store; nil: the database itself
 }
 
 func setup(t *testing.T) *bundle { return setupWith(t, options{}) }
@@ -67,8 +68,12 @@ func setupWith(t *testing.T, o options) *bundle {
 		t.Fatal(err)
 	}
 	b := &bundle{store: st, control: &fakeControl{store: st}, tokens: newMemTokens(), box: box, logs: &lockedBuffer{}}
+	var apiStore store.Store = st
+	if o.wrap != nil {
+		apiStore = o.wrap(st)
+	}
 	b.api = api.New(api.Config{
-		Store:     st,
+		Store:     apiStore,
 		Control:   b.control,
 		Tokens:    b.tokens,
 		Secrets:   box,
@@ -304,12 +309,31 @@ func (f *fakeControl) TriggerRun(ctx context.Context, pipelineID string, req sch
 	if err != nil {
 		return store.Run{}, err
 	}
-	return f.store.Runs().Create(ctx, store.Run{PipelineID: pipelineID, Trigger: trig, GitRef: ref, GitSHA: req.SHA})
+	run, err := f.store.Runs().Create(ctx, store.Run{PipelineID: pipelineID, Trigger: trig, GitRef: ref, GitSHA: req.SHA})
+	if err != nil {
+		return run, err
+	}
+	return run, f.audit(ctx, req.Actor, "run.trigger", "run", run.ID, map[string]string{"pipeline_id": pipelineID})
+}
+
+// audit writes the audit entry that the real control plane writes with
+// its change.
+func (f *fakeControl) audit(ctx context.Context, actor, action, resourceType, id string, details any) error {
+	var d json.RawMessage
+	if details != nil {
+		d, _ = json.Marshal(details)
+	}
+	_, err := f.store.Audit().Record(ctx, store.AuditEntry{Actor: actor, Action: action, ResourceType: resourceType, ResourceID: id, Details: d})
+	return err
 }
 
 func (f *fakeControl) CancelRun(ctx context.Context, runID, actor string) (store.Run, error) {
 	f.called("CancelRun %s %s", runID, actor)
-	return f.store.Runs().SetStatus(ctx, runID, store.RunCancelled)
+	r, err := f.store.Runs().SetStatus(ctx, runID, store.RunCancelled)
+	if err != nil {
+		return r, err
+	}
+	return r, f.audit(ctx, actor, "run.cancel", "run", runID, nil)
 }
 
 // Approve accepts only the stage named "deploy".
@@ -322,7 +346,11 @@ func (f *fakeControl) Approve(ctx context.Context, runID, stage string, v schedu
 	if stage != "deploy" {
 		return store.Run{}, fmt.Errorf("%w: no stage %q waits for an approval", store.ErrConflict, stage)
 	}
-	return r, nil
+	action := "run.approve"
+	if !v.Approve {
+		action = "run.reject"
+	}
+	return r, f.audit(ctx, v.Actor, action, "run", runID, nil)
 }
 
 // SubmitJob panics for a job named "panic", to test recovery.
@@ -339,17 +367,25 @@ func (f *fakeControl) SubmitJob(ctx context.Context, spec jobspec.Spec, actor st
 	if err != nil {
 		return store.Job{}, err
 	}
-	return jobs[0], nil
+	return jobs[0], f.audit(ctx, actor, "job.submit", "job", jobs[0].ID, nil)
 }
 
 func (f *fakeControl) CancelJob(ctx context.Context, id, actor string) (store.Job, error) {
 	f.called("CancelJob %s %s", id, actor)
-	return f.store.Jobs().Cancel(ctx, id, "cancelled by "+actor)
+	j, err := f.store.Jobs().Cancel(ctx, id, "cancelled by "+actor)
+	if err != nil {
+		return j, err
+	}
+	return j, f.audit(ctx, actor, "job.cancel", "job", id, nil)
 }
 
 func (f *fakeControl) DrainAgent(ctx context.Context, id, actor string) (store.Agent, error) {
 	f.called("DrainAgent %s %s", id, actor)
-	return f.store.Agents().SetStatus(ctx, id, store.AgentDraining)
+	a, err := f.store.Agents().SetStatus(ctx, id, store.AgentDraining)
+	if err != nil {
+		return a, err
+	}
+	return a, f.audit(ctx, actor, "agent.drain", "agent", id, nil)
 }
 
 // memTokens is a test double of the token table: an in-memory TokenStore.
