@@ -3,6 +3,7 @@ package pipeline
 import (
 	"errors"
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -16,6 +17,13 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Add([]byte("a: &x [1]\nb: *x\nc: {<<: *x}\n"))
 	f.Add([]byte("version: 1\nname: n\nstages:\n- name: a\n  steps: [{name: s, run: '${{ matrix.x'}]\n"))
+	// Depth bombs, flow and block, and brackets the prescan must not count.
+	f.Add([]byte(strings.Repeat("[", 100_000)))
+	f.Add([]byte("a: " + strings.Repeat("{a: ", 20_000)))
+	f.Add([]byte(strings.Repeat("- ", 1000) + "x"))
+	f.Add([]byte(blockDeep(100)))
+	f.Add([]byte(seqDeep(100)))
+	f.Add([]byte("a: '" + strings.Repeat("[", 100) + "'\nb: |\n  " + strings.Repeat("{", 100) + "\nc: x # [[[\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p, err := Parse("fuzz.yaml", data)
 		if (p == nil) == (err == nil) {

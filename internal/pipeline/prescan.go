@@ -1,0 +1,256 @@
+package pipeline
+
+import "fmt"
+
+// maxDepth bounds how deeply a definition nests collections, and maxSize
+// its length, as the API bounds a request body. The YAML parser's memory
+// grows with the square of the depth, so both are checked on the raw bytes
+// before the parser sees them.
+const (
+	maxDepth = 64
+	maxSize  = 1 << 20
+)
+
+// A prescanner follows the lexical structure of YAML closely enough to
+// count the brackets, dashes and indentation that open collections, and
+// not the ones inside quoted, block or plain scalars and comments. Its depth
+// is an upper bound of the parsed depth, its node count roughly the number
+// of scalars and collections.
+type prescanner struct {
+	line, col  int   // where the scan is, both from 1
+	stack      []int // columns (from 0) of the open block collections
+	flow       int   // depth of open [ and {
+	nodes      int
+	quote      byte // the quote of the open quoted scalar, or 0
+	block      bool // in the lines of a block scalar (| or >)
+	blockMin   int  // its lines are indented more than this
+	blockInd   int  // the indentation of its first line, or -1
+	plain      bool // the block plain scalar of the last line may go on
+	plainMin   int  // on lines indented more than this
+	flowPlain  bool // in a plain scalar inside [ ] or { }
+	scalarBase int  // the indentation a block scalar's lines must exceed
+}
+
+// prescan returns an error at the first place where data is too large or
+// nests too deeply for the YAML parser to be asked, or nil.
+func prescan(file string, data []byte) *Error {
+	if len(data) > maxSize {
+		return &Error{File: file, Pos: Pos{Line: 1, Col: 1}, Msg: fmt.Sprintf("the pipeline definition is larger than %d bytes", maxSize)}
+	}
+	s := prescanner{line: 1}
+	for i := 0; i < len(data); s.line++ {
+		end := i
+		for end < len(data) && data[end] != '\n' {
+			end++
+		}
+		if msg := s.scanLine(data[i:end]); msg != "" {
+			return &Error{File: file, Pos: Pos{Line: s.line, Col: s.col}, Msg: msg}
+		}
+		i = end + 1
+	}
+	return nil
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' }
+
+// scanLine scans one line without its newline; on an error, s.col is where.
+func (s *prescanner) scanLine(l []byte) string {
+	indent := 0
+	for indent < len(l) && l[indent] == ' ' {
+		indent++
+	}
+	blank := indent == len(l) || isSpace(l[indent])
+	for j := indent; blank && j < len(l); j++ {
+		blank = isSpace(l[j])
+	}
+	s.col = indent + 1
+	switch {
+	case s.quote != 0:
+		return s.tokens(l, 0)
+	case s.block:
+		if blank {
+			return ""
+		}
+		if s.blockInd < 0 && indent > s.blockMin {
+			s.blockInd = indent
+		}
+		if s.blockInd >= 0 && indent >= s.blockInd {
+			return ""
+		}
+		s.block = false
+	case s.flow > 0:
+		return s.tokens(l, 0)
+	}
+	if blank || l[indent] == '#' {
+		return ""
+	}
+	if s.plain && indent > s.plainMin {
+		// The plain scalar of an earlier line goes on, up to a comment.
+		return ""
+	}
+	s.plain = false
+	if indent == 0 && (hasPrefix(l, "---") || hasPrefix(l, "...")) && (len(l) == 3 || isSpace(l[3])) {
+		s.stack = s.stack[:0]
+		return s.tokens(l, 3)
+	}
+	if indent == 0 && l[0] == '%' {
+		return "" // a directive
+	}
+	for len(s.stack) > 0 && s.stack[len(s.stack)-1] > indent {
+		s.stack = s.stack[:len(s.stack)-1]
+	}
+	if len(s.stack) == 0 || s.stack[len(s.stack)-1] < indent {
+		s.stack = append(s.stack, indent)
+	}
+	s.scalarBase = -1
+	if len(s.stack) > 1 {
+		s.scalarBase = s.stack[len(s.stack)-2]
+	}
+	if msg := s.check(); msg != "" {
+		return msg
+	}
+	return s.tokens(l, indent)
+}
+
+func hasPrefix(l []byte, p string) bool { return len(l) >= len(p) && string(l[:len(p)]) == p }
+
+// check reports a depth or node count over the bounds.
+func (s *prescanner) check() string {
+	if len(s.stack)+s.flow > maxDepth {
+		return fmt.Sprintf("nesting deeper than %d", maxDepth)
+	}
+	if s.nodes > maxNodes {
+		return fmt.Sprintf("more than %d nodes", maxNodes)
+	}
+	return ""
+}
+
+// tokens scans l from offset j, in the state the line starts in.
+func (s *prescanner) tokens(l []byte, j int) string {
+	start := !s.flowPlain // at the start of a token: a quote opens a scalar
+	for ; j < len(l); j++ {
+		c := l[j]
+		s.col = j + 1
+		if s.quote != 0 {
+			switch {
+			case c == '\\' && s.quote == '"':
+				j++
+			case c == s.quote && s.quote == '\'' && j+1 < len(l) && l[j+1] == '\'':
+				j++
+			case c == s.quote:
+				s.quote, start = 0, false
+			}
+			continue
+		}
+		next := byte(' ')
+		if j+1 < len(l) {
+			next = l[j+1]
+		}
+		sep := isSpace(next)
+		if s.flow > 0 {
+			switch {
+			case isSpace(c):
+				start = !s.flowPlain
+				continue
+			case c == '#' && (j == 0 || isSpace(l[j-1])):
+				return ""
+			case c == '[' || c == '{':
+				s.flow++
+				s.nodes++
+				s.flowPlain, start = false, true
+				if msg := s.check(); msg != "" {
+					return msg
+				}
+			case c == ']' || c == '}':
+				s.flow--
+				s.flowPlain, start = false, false
+			case c == ',':
+				s.flowPlain, start = false, true
+			case c == ':' && (sep || next == ',' || next == ']' || next == '}' || next == '[' || next == '{'):
+				s.flowPlain, start = false, true
+			case start && (c == '\'' || c == '"'):
+				s.quote = c
+				s.nodes++
+				if msg := s.check(); msg != "" {
+					return msg
+				}
+			case start && (c == '&' || c == '!' || c == '*'):
+				for j+1 < len(l) && !isSpace(l[j+1]) && !isFlowIndicator(l[j+1]) {
+					j++
+				}
+			case !s.flowPlain:
+				s.flowPlain, start = true, false
+				s.nodes++
+				if msg := s.check(); msg != "" {
+					return msg
+				}
+			}
+			continue
+		}
+		// Block context.
+		switch {
+		case isSpace(c):
+			continue
+		case c == '#':
+			return ""
+		case (c == '-' || c == '?') && sep:
+			s.scalarBase = j
+			k := j + 1
+			for k < len(l) && isSpace(l[k]) {
+				k++
+			}
+			if k < len(l) && l[k] != '#' {
+				s.stack = append(s.stack, k)
+				s.nodes++
+				if msg := s.check(); msg != "" {
+					return msg
+				}
+			}
+		case c == ':' && sep:
+			s.scalarBase = s.stack[len(s.stack)-1]
+		case c == '[' || c == '{':
+			s.flow++
+			s.nodes++
+			s.flowPlain, start = false, true
+			if msg := s.check(); msg != "" {
+				return msg
+			}
+		case c == '\'' || c == '"':
+			s.quote = c
+			s.nodes++
+			if msg := s.check(); msg != "" {
+				return msg
+			}
+		case c == '|' || c == '>':
+			s.block, s.blockMin, s.blockInd = true, s.scalarBase, -1
+			return ""
+		case c == '&' || c == '!' || c == '*':
+			for j+1 < len(l) && !isSpace(l[j+1]) {
+				j++
+			}
+		default:
+			// A plain scalar: to a key's colon, a comment or the end of
+			// the line, and maybe beyond on more indented lines.
+			s.nodes++
+			if msg := s.check(); msg != "" {
+				return msg
+			}
+			for ; j < len(l); j++ {
+				if l[j] == ':' && (j+1 == len(l) || isSpace(l[j+1])) {
+					break
+				}
+				if l[j] == '#' && isSpace(l[j-1]) {
+					break
+				}
+			}
+			if j == len(l) || l[j] == '#' {
+				s.plain, s.plainMin = true, s.stack[len(s.stack)-1]
+				return ""
+			}
+			s.scalarBase = s.stack[len(s.stack)-1]
+		}
+	}
+	return ""
+}
+
+func isFlowIndicator(c byte) bool { return c == ',' || c == '[' || c == ']' || c == '{' || c == '}' }

@@ -1,0 +1,129 @@
+package pipeline
+
+import (
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// blockDeep nests n block mappings, one indentation level each.
+func blockDeep(n int) string {
+	var b strings.Builder
+	for i := range n {
+		b.WriteString(strings.Repeat(" ", i) + "a:\n")
+	}
+	return b.String()
+}
+
+// seqDeep nests n block sequences, one indentation level each.
+func seqDeep(n int) string {
+	var b strings.Builder
+	for i := range n {
+		b.WriteString(strings.Repeat("  ", i) + "-\n")
+	}
+	return b.String()
+}
+
+func TestParseRefusesDeepNestingCheaply(t *testing.T) {
+	tests := []struct {
+		name, data, want string
+	}{
+		{"flow 100,000 deep", strings.Repeat("[", 100_000), "bomb.yaml:1:64: nesting deeper than 64"},
+		{"flow 20,000 deep", "version: 1\nname: x\nstages: " + strings.Repeat("[", 20_000) + strings.Repeat("]", 20_000), "bomb.yaml:3:72: nesting deeper than 64"},
+		{"mappings in flow", "a: " + strings.Repeat("{a: ", 100_000), "bomb.yaml:1:"},
+		{"block sequences on one line", strings.Repeat("- ", 100_000) + "x", "bomb.yaml:1:"},
+		{"block mappings by indentation", blockDeep(100), "bomb.yaml:65:65: nesting deeper than 64"},
+		{"block sequences by indentation", seqDeep(100), "bomb.yaml:65:129: nesting deeper than 64"},
+		{"too many nodes", "a: [" + strings.Repeat("1,", 100_001) + "]", "bomb.yaml:1:"},
+		{"too large", "a: '" + strings.Repeat("x", maxSize) + "'", "bomb.yaml:1:1: the pipeline definition is larger than"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			data := []byte(tt.data)
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			_, err := Parse("bomb.yaml", data)
+			runtime.ReadMemStats(&after)
+			if err == nil || !strings.HasPrefix(err.Error(), tt.want) {
+				t.Fatalf("Parse: %v, want %q...", err, tt.want)
+			}
+			if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 1<<20 {
+				t.Errorf("Parse allocated %d bytes, want at most 1 MiB", alloc)
+			}
+		})
+	}
+}
+
+// TestPrescanCountsOnlyStructure: brackets, dashes and quotes inside
+// scalars and comments open nothing.
+func TestPrescanCountsOnlyStructure(t *testing.T) {
+	deep := strings.Repeat("[", 200)
+	for _, data := range []string{
+		"a: '" + deep + "'",
+		"a: \"" + deep + "\\\" " + deep + "\"",
+		"a: 'it''s " + deep + "'",
+		"a: b # " + deep,
+		"# " + deep,
+		"a: echo it's " + deep,
+		"a: echo x " + deep + "\n  and " + deep + "\nb: 1",
+		"a: |\n  " + deep + "\n  \n   " + deep + "\nb: >-\n  " + deep,
+		"- run: |\n    " + deep + "\n  name: x",
+		"a: [\"" + deep + "\", '" + deep + "' , b " + deep[:1] + "]",
+		"a: [x, # " + deep + "\n  y]",
+		"a: 'multi\n  line " + deep + "'\nb: \"also\n " + deep + "\"",
+		"a: &x [1]\nb: *x\nc: !!str x " + deep,
+		"--- " + deep[:3] + "1, 2" + strings.Repeat("]", 3) + "\n...\n",
+	} {
+		if err := prescan("ok.yaml", []byte(data)); err != nil {
+			t.Errorf("prescan(%q): %v", data, err)
+		}
+	}
+}
+
+// TestPrescanBlockScalarEnds: the lines after a block scalar are counted.
+func TestPrescanBlockScalarEnds(t *testing.T) {
+	for _, data := range []string{
+		"- run: |\n    x\n  a: " + strings.Repeat("[", 70),
+		"- a: |\n  b: " + strings.Repeat("[", 70),
+		"a: x\nb: " + strings.Repeat("[", 70),
+	} {
+		if err := prescan("bomb.yaml", []byte(data)); err == nil {
+			t.Errorf("prescan(%q) accepted it", data)
+		}
+	}
+}
+
+// TestPrescanAcceptsExamples: no pipeline of either corpus is refused.
+func TestPrescanAcceptsExamples(t *testing.T) {
+	local, _ := filepath.Glob("../../examples/*.yaml")
+	for _, file := range append(exampleFiles(t), local...) {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := prescan(file, data); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// BenchmarkParseWorstCase parses 1 MiB definitions that reach the bounds.
+func BenchmarkParseWorstCase(b *testing.B) {
+	for _, bb := range []struct{ name, data string }{
+		{"flow-deep", strings.Repeat("[", maxSize)},
+		{"block-deep", blockDeep(1400)[:maxSize]},
+		{"flat-nodes", "a: [" + strings.Repeat("1,", maxSize/2-3) + "]"},
+		{"quoted", "a: '" + strings.Repeat("[", maxSize-5) + "'"},
+		{"just-under-depth", strings.Repeat("- ", 60) + "[" + strings.Repeat("1,", maxSize/2-64) + "]"},
+	} {
+		b.Run(bb.name, func(b *testing.B) {
+			data := []byte(bb.data)
+			b.ReportAllocs()
+			for b.Loop() {
+				_, _ = Parse("bench.yaml", data)
+			}
+		})
+	}
+}
