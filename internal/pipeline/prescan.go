@@ -18,8 +18,10 @@ const (
 // of scalars and collections.
 type prescanner struct {
 	line, col  int   // where the scan is, both from 1
-	stack      []int // columns (from 0) of the open block collections
+	stack      []int // the open block collections, as levels
 	flow       int   // depth of open [ and {
+	depth      int   // the most that stack and flow may hold
+	empty      bool  // the stack's top is a list entry that starts on a later line
 	nodes      int
 	quote      byte // the quote of the open quoted scalar, or 0
 	block      bool // in the lines of a block scalar (| or >)
@@ -32,12 +34,12 @@ type prescanner struct {
 }
 
 // prescan returns an error at the first place where data is too large or
-// nests too deeply for the YAML parser to be asked, or nil.
-func prescan(file string, data []byte) *Error {
+// nests deeper than depth for the YAML parser to be asked, or nil.
+func prescan(file string, data []byte, depth int) *Error {
 	if len(data) > maxSize {
 		return &Error{File: file, Pos: Pos{Line: 1, Col: 1}, Msg: fmt.Sprintf("the pipeline definition is larger than %d bytes", maxSize)}
 	}
-	s := prescanner{line: 1}
+	s := prescanner{line: 1, depth: depth}
 	for i := 0; i < len(data); s.line++ {
 		end := i
 		for end < len(data) && data[end] != '\n' {
@@ -96,15 +98,20 @@ func (s *prescanner) scanLine(l []byte) string {
 	if indent == 0 && l[0] == '%' {
 		return "" // a directive
 	}
-	for len(s.stack) > 0 && s.stack[len(s.stack)-1] > indent {
+	lv := level(l, indent)
+	if s.empty && lv > s.stack[len(s.stack)-1] {
+		s.stack = s.stack[:len(s.stack)-1] // this line is the entry
+	}
+	s.empty = false
+	for len(s.stack) > 0 && s.stack[len(s.stack)-1] > lv {
 		s.stack = s.stack[:len(s.stack)-1]
 	}
-	if len(s.stack) == 0 || s.stack[len(s.stack)-1] < indent {
-		s.stack = append(s.stack, indent)
+	if len(s.stack) == 0 || s.stack[len(s.stack)-1] < lv {
+		s.stack = append(s.stack, lv)
 	}
 	s.scalarBase = -1
 	if len(s.stack) > 1 {
-		s.scalarBase = s.stack[len(s.stack)-2]
+		s.scalarBase = s.stack[len(s.stack)-2] / 2
 	}
 	if msg := s.check(); msg != "" {
 		return msg
@@ -112,12 +119,30 @@ func (s *prescanner) scanLine(l []byte) string {
 	return s.tokens(l, indent)
 }
 
+// level orders the block node that starts at column col of l among those
+// that enclose it: a list whose dashes are in the column of a mapping's
+// keys is inside that mapping.
+func level(l []byte, col int) int {
+	if l[col] == '-' && (col+1 == len(l) || isSpace(l[col+1])) {
+		return 2*col + 1
+	}
+	return 2 * col
+}
+
+// top returns the column of the innermost block collection, -1 if none.
+func (s *prescanner) top() int {
+	if len(s.stack) == 0 {
+		return -1
+	}
+	return s.stack[len(s.stack)-1] / 2
+}
+
 func hasPrefix(l []byte, p string) bool { return len(l) >= len(p) && string(l[:len(p)]) == p }
 
 // check reports a depth or node count over the bounds.
 func (s *prescanner) check() string {
-	if len(s.stack)+s.flow > maxDepth {
-		return fmt.Sprintf("nesting deeper than %d", maxDepth)
+	if len(s.stack)+s.flow > s.depth {
+		return fmt.Sprintf("nesting deeper than %d", s.depth)
 	}
 	if s.nodes > maxNodes {
 		return fmt.Sprintf("more than %d nodes", maxNodes)
@@ -199,15 +224,20 @@ func (s *prescanner) tokens(l []byte, j int) string {
 			for k < len(l) && isSpace(l[k]) {
 				k++
 			}
-			if k < len(l) && l[k] != '#' {
-				s.stack = append(s.stack, k)
-				s.nodes++
-				if msg := s.check(); msg != "" {
-					return msg
-				}
+			// The entry, even when it starts on a later line: the
+			// parser may read one there in the dash's column as nested.
+			lv := 2 * k
+			s.empty = k == len(l) || l[k] == '#'
+			if !s.empty {
+				lv = level(l, k)
+			}
+			s.stack = append(s.stack, lv)
+			s.nodes++
+			if msg := s.check(); msg != "" {
+				return msg
 			}
 		case c == ':' && sep:
-			s.scalarBase = s.stack[len(s.stack)-1]
+			s.scalarBase = s.top()
 		case c == '[' || c == '{':
 			s.flow++
 			s.nodes++
@@ -244,10 +274,10 @@ func (s *prescanner) tokens(l []byte, j int) string {
 				}
 			}
 			if j == len(l) || l[j] == '#' {
-				s.plain, s.plainMin = true, s.stack[len(s.stack)-1]
+				s.plain, s.plainMin = true, s.top()
 				return ""
 			}
-			s.scalarBase = s.stack[len(s.stack)-1]
+			s.scalarBase = s.top()
 		}
 	}
 	return ""

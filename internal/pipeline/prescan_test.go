@@ -35,7 +35,7 @@ func TestParseRefusesDeepNestingCheaply(t *testing.T) {
 		{"mappings in flow", "a: " + strings.Repeat("{a: ", 100_000), "bomb.yaml:1:"},
 		{"block sequences on one line", strings.Repeat("- ", 100_000) + "x", "bomb.yaml:1:"},
 		{"block mappings by indentation", blockDeep(100), "bomb.yaml:65:65: nesting deeper than 64"},
-		{"block sequences by indentation", seqDeep(100), "bomb.yaml:65:129: nesting deeper than 64"},
+		{"block sequences by indentation", seqDeep(100), "bomb.yaml:64:127: nesting deeper than 64"},
 		{"too many nodes", "a: [" + strings.Repeat("1,", 100_001) + "]", "bomb.yaml:1:"},
 		{"too large", "a: '" + strings.Repeat("x", maxSize) + "'", "bomb.yaml:1:1: the pipeline definition is larger than"},
 	}
@@ -74,9 +74,10 @@ func TestPrescanCountsOnlyStructure(t *testing.T) {
 		"a: [x, # " + deep + "\n  y]",
 		"a: 'multi\n  line " + deep + "'\nb: \"also\n " + deep + "\"",
 		"a: &x [1]\nb: *x\nc: !!str x " + deep,
+		"--- a: b\n--- c\n--- - d: |\n  " + deep + "\n",
 		"--- " + deep[:3] + "1, 2" + strings.Repeat("]", 3) + "\n...\n",
 	} {
-		if err := prescan("ok.yaml", []byte(data)); err != nil {
+		if err := prescan("ok.yaml", []byte(data), maxDepth); err != nil {
 			t.Errorf("prescan(%q): %v", data, err)
 		}
 	}
@@ -89,7 +90,7 @@ func TestPrescanBlockScalarEnds(t *testing.T) {
 		"- a: |\n  b: " + strings.Repeat("[", 70),
 		"a: x\nb: " + strings.Repeat("[", 70),
 	} {
-		if err := prescan("bomb.yaml", []byte(data)); err == nil {
+		if err := prescan("bomb.yaml", []byte(data), maxDepth); err == nil {
 			t.Errorf("prescan(%q) accepted it", data)
 		}
 	}
@@ -103,7 +104,7 @@ func TestPrescanAcceptsExamples(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := prescan(file, data); err != nil {
+		if err := prescan(file, data, maxDepth); err != nil {
 			t.Error(err)
 		}
 	}
