@@ -22,6 +22,7 @@ type prescanner struct {
 	flow       int   // depth of open [ and {
 	depth      int   // the most that stack and flow may hold
 	empty      bool  // the stack's top is a list entry that starts on a later line
+	extra      int   // levels that the parser nests where YAML would not
 	nodes      int
 	quote      byte // the quote of the open quoted scalar, or 0
 	block      bool // in the lines of a block scalar (| or >)
@@ -92,15 +93,22 @@ func (s *prescanner) scanLine(l []byte) string {
 	}
 	s.plain = false
 	if indent == 0 && (hasPrefix(l, "---") || hasPrefix(l, "...")) && (len(l) == 3 || isSpace(l[3])) {
-		s.stack = s.stack[:0]
+		s.stack, s.extra = s.stack[:0], 0
 		return s.tokens(l, 3)
 	}
 	if indent == 0 && l[0] == '%' {
 		return "" // a directive
 	}
 	lv := level(l, indent)
-	if s.empty && lv > s.stack[len(s.stack)-1] {
-		s.stack = s.stack[:len(s.stack)-1] // this line is the entry
+	if s.empty {
+		switch top := s.stack[len(s.stack)-1]; {
+		case lv > top:
+			s.stack = s.stack[:len(s.stack)-1] // this line is the entry
+		case lv < top-1:
+			// The parser nests a mapping in the column of an empty
+			// entry's dash inside it, and the next dash deeper still.
+			s.extra += 2
+		}
 	}
 	s.empty = false
 	for len(s.stack) > 0 && s.stack[len(s.stack)-1] > lv {
@@ -137,11 +145,24 @@ func (s *prescanner) top() int {
 	return s.stack[len(s.stack)-1] / 2
 }
 
+// restBlank reports whether l holds only blanks and maybe a comment.
+func restBlank(l []byte) bool {
+	for i, c := range l {
+		if c == '#' && (i == 0 || isSpace(l[i-1])) {
+			return true
+		}
+		if !isSpace(c) {
+			return false
+		}
+	}
+	return true
+}
+
 func hasPrefix(l []byte, p string) bool { return len(l) >= len(p) && string(l[:len(p)]) == p }
 
 // check reports a depth or node count over the bounds.
 func (s *prescanner) check() string {
-	if len(s.stack)+s.flow > s.depth {
+	if len(s.stack)+s.flow+s.extra > s.depth {
 		return fmt.Sprintf("nesting deeper than %d", s.depth)
 	}
 	if s.nodes > maxNodes {
@@ -257,6 +278,14 @@ func (s *prescanner) tokens(l []byte, j int) string {
 		case c == '&' || c == '!' || c == '*':
 			for j+1 < len(l) && !isSpace(l[j+1]) {
 				j++
+			}
+			if c == '!' && restBlank(l[j+1:]) {
+				// The parser nests the next line in the tagged node, even in
+				// the same column.
+				s.extra++
+				if msg := s.check(); msg != "" {
+					return msg
+				}
 			}
 		default:
 			// A plain scalar: to a key's colon, a comment or the end of

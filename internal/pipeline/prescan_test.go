@@ -89,6 +89,8 @@ func TestPrescanBlockScalarEnds(t *testing.T) {
 		"- run: |\n    x\n  a: " + strings.Repeat("[", 70),
 		"- a: |\n  b: " + strings.Repeat("[", 70),
 		"a: x\nb: " + strings.Repeat("[", 70),
+		strings.Repeat("a: !t\n", 70),
+		strings.Repeat("-\na:\n", 40),
 	} {
 		if err := prescan("bomb.yaml", []byte(data), maxDepth); err == nil {
 			t.Errorf("prescan(%q) accepted it", data)
