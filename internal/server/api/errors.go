@@ -71,7 +71,12 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		mbe  *http.MaxBytesError
 		perr pipeline.ErrorList
 		verr *jobspec.ValidationError
+		derr *store.DriverError
 	)
+	if errors.As(err, &derr) {
+		// The answer names the sentinel only: the database's words are logged.
+		s.log.InfoContext(r.Context(), "the database refused a change", "request_id", requestIDFrom(r.Context()), "err", derr.Err)
+	}
 	switch {
 	case errors.As(err, &ae):
 	case errors.As(err, &mbe):
