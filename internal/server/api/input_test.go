@@ -11,7 +11,11 @@ import (
 // sees them (issue 11, item 10).
 func TestNamesAndBytes(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
+	t.Run("sqlite", func(t *testing.T) { t.Parallel(); testNamesAndBytes(t, setup(t)) })
+	t.Run("postgres", func(t *testing.T) { t.Parallel(); testNamesAndBytes(t, setupWith(t, options{postgres: true})) })
+}
+
+func testNamesAndBytes(t *testing.T, b *bundle) {
 	id := b.createPipeline(t, "ok")
 	rlo := "\u202e"
 	job := func(name, run string) map[string]any {
@@ -54,6 +58,12 @@ func TestNamesAndBytes(t *testing.T) {
 	b.do(t, "GET", "/api/v1/pipelines", b.viewer, nil).want(t, 200).json(t, &list)
 	if len(list.Items) != 1 || list.Items[0].Name != "ok" {
 		t.Errorf("pipelines = %+v, want only ok", list.Items)
+	}
+
+	// A store's refusal is answered in the API's words, not the database's.
+	msg, _ := b.do(t, "POST", "/api/v1/pipelines", b.developer, map[string]string{"name": "ok", "definition": validPipeline}).wantError(t, http.StatusConflict, "conflict")
+	if msg != `pipeline "ok": conflict` {
+		t.Errorf("conflict message %q, want only the API's words", msg)
 	}
 
 	// Text that only looks odd passes: a backslash before u0000, right-to-left
