@@ -112,14 +112,18 @@ func TestPrescanAcceptsExamples(t *testing.T) {
 	}
 }
 
-// BenchmarkParseWorstCase parses 1 MiB definitions that reach the bounds.
+// BenchmarkParseWorstCase parses definitions of up to 1 MiB that reach the
+// bounds: those refused cost the prescan only, the others the parser too.
 func BenchmarkParseWorstCase(b *testing.B) {
 	for _, bb := range []struct{ name, data string }{
 		{"flow-deep", strings.Repeat("[", maxSize)},
-		{"block-deep", blockDeep(1400)[:maxSize]},
+		{"block-deep", blockDeep(1440)},
 		{"flat-nodes", "a: [" + strings.Repeat("1,", maxSize/2-3) + "]"},
 		{"quoted", "a: '" + strings.Repeat("[", maxSize-5) + "'"},
 		{"just-under-depth", strings.Repeat("- ", 60) + "[" + strings.Repeat("1,", maxSize/2-64) + "]"},
+		{"most-nodes-flat", "a: [" + strings.Repeat("1,", maxNodes-10) + "]"},
+		{"most-nodes-deep", "a: [" + strings.Repeat(strings.Repeat("[", 60)+strings.Repeat("]", 60)+",", maxNodes/61) + "]"},
+		{"most-nodes-block", strings.Repeat("- a: 1\n  b: [x, y]\n", maxNodes/8)},
 	} {
 		b.Run(bb.name, func(b *testing.B) {
 			data := []byte(bb.data)
