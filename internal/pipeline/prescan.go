@@ -174,6 +174,7 @@ func (s *prescanner) check() string {
 // tokens scans l from offset j, in the state the line starts in.
 func (s *prescanner) tokens(l []byte, j int) string {
 	start := !s.flowPlain // at the start of a token: a quote opens a scalar
+	tagged := false       // after a tag and maybe anchors
 	for ; j < len(l); j++ {
 		c := l[j]
 		s.col = j + 1
@@ -234,6 +235,9 @@ func (s *prescanner) tokens(l []byte, j int) string {
 			continue
 		}
 		// Block context.
+		if c != '&' && c != '!' && !isSpace(c) {
+			tagged = false
+		}
 		switch {
 		case isSpace(c):
 			continue
@@ -279,7 +283,8 @@ func (s *prescanner) tokens(l []byte, j int) string {
 			for j+1 < len(l) && !isSpace(l[j+1]) {
 				j++
 			}
-			if c == '!' && restBlank(l[j+1:]) {
+			tagged = tagged || c == '!'
+			if tagged && restBlank(l[j+1:]) {
 				// The parser nests the next line in the tagged node, even in
 				// the same column.
 				s.extra++

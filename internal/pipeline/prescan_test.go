@@ -6,6 +6,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/goccy/go-yaml/parser"
 )
 
 // blockDeep nests n block mappings, one indentation level each.
@@ -90,6 +92,7 @@ func TestPrescanBlockScalarEnds(t *testing.T) {
 		"- a: |\n  b: " + strings.Repeat("[", 70),
 		"a: x\nb: " + strings.Repeat("[", 70),
 		strings.Repeat("a: !t\n", 70),
+		strings.Repeat("a: !t &x\n", 70),
 		strings.Repeat("-\na:\n", 40),
 	} {
 		if err := prescan("bomb.yaml", []byte(data), maxDepth); err == nil {
@@ -108,6 +111,36 @@ func TestPrescanAcceptsExamples(t *testing.T) {
 		}
 		if err := prescan(file, data, maxDepth); err != nil {
 			t.Error(err)
+		}
+	}
+}
+
+// TestPrescanNeverUndercounts: on inputs where the parser's reading of YAML
+// is odd, the prescan counts at least the nesting that the parser builds.
+func TestPrescanNeverUndercounts(t *testing.T) {
+	d := strings.Repeat("- ", 10) + "x"
+	fl := strings.Repeat("[", 10) + strings.Repeat("]", 10)
+	for _, s := range []string{
+		"- value\n   " + d, "a: value\n   " + d, "a: value\n   " + fl, "a: value\n  b: " + fl,
+		"a: 'x'\n  " + d, "a: \"x\" " + fl, "a: |\n" + d, "a: |-\n " + fl, "- |\n " + fl, "-\n  |\n " + fl,
+		"a: &x\n  " + d, "a: !!map\n  " + d, "? " + fl + "\n: " + fl, "a:\n" + d, "a: #c\n  " + fl,
+		"a: b\n\t" + fl, "a:\t" + fl, "a: x\n#" + fl + "\n  " + fl, "'a':" + fl, "\"a\":" + fl, "a:" + fl, "{a: " + fl + "}",
+		"a: x #\n  " + fl, "--- " + fl, "--- |\n" + fl, "a: >\n\n  " + fl + "\nb: 1",
+		strings.ReplaceAll(blockDeep(10), "\n", "\r\n"), strings.ReplaceAll(seqDeep(10), "\n", "\r\n"),
+		"-\t-\t-\t-\tx", "a: |\r\n  x\r\nb: " + fl, "a: [\n[\n[\n[]]]]", "a: [x, # ]]]\n [[]]]", `a: "x\"" ` + fl, "a: 'x''' " + fl,
+		"- a\n  - b", "- a:\n  - b:\n    - c:\n      - d", "a:\n- b:\n  - c:\n    - d: 1", "- - - a: - b", "? - - a\n: - - b", "a: !t\n- !t\n- !t\n- x",
+		"- !t\n- !t\n- !t\n- x", "-\n-\na:\n-\nb:\n-\nc:", "a: &x\n  &y\n  - - x", "a: !t &x\nb: !t\nc: 1", "a: &x !t\nb: &y !t\nc: 1",
+		"a:\n  -\n  b:\n  -\n  c:\n  -\n  d:", "- a: !t\n  b: !t\n  c: !t\n  d: 1", "a: b\n  c: d", "- a\n - b\n  - c",
+		"a:\n  - b\n  -\n  - c:\n    -\n    d:", "a:    !t\nb:    !t\nc: x", "!t\n!t\n- x", "a: !t #c\nb: !t #c\nc: 1",
+	} {
+		f, err := parser.ParseBytes([]byte(s), 0)
+		if err != nil {
+			continue
+		}
+		for _, doc := range f.Docs {
+			if n := depth(doc.Body); n > 1 && prescan("x.yaml", []byte(s), n-1) == nil {
+				t.Errorf("%q: the parser nests %d deep, the prescan accepts it at %d", s, n, n-1)
+			}
 		}
 	}
 }
