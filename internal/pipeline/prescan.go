@@ -93,7 +93,7 @@ func (s *prescanner) scanLine(l []byte) string {
 	}
 	s.plain = false
 	if indent == 0 && (hasPrefix(l, "---") || hasPrefix(l, "...")) && (len(l) == 3 || isSpace(l[3])) {
-		s.stack, s.extra = s.stack[:0], 0
+		s.stack, s.extra, s.empty = s.stack[:0], 0, false
 		return s.tokens(l, 3)
 	}
 	if indent == 0 && l[0] == '%' {

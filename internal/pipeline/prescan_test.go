@@ -76,6 +76,7 @@ func TestPrescanCountsOnlyStructure(t *testing.T) {
 		"a: [x, # " + deep + "\n  y]",
 		"a: 'multi\n  line " + deep + "'\nb: \"also\n " + deep + "\"",
 		"a: &x [1]\nb: *x\nc: !!str x " + deep,
+		"-\n---\na: 1\n",
 		"--- a: b\n--- c\n--- - d: |\n  " + deep + "\n",
 		"--- " + deep[:3] + "1, 2" + strings.Repeat("]", 3) + "\n...\n",
 	} {
