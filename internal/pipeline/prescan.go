@@ -175,6 +175,7 @@ func (s *prescanner) check() string {
 func (s *prescanner) tokens(l []byte, j int) string {
 	start := !s.flowPlain // at the start of a token: a quote opens a scalar
 	tagged := false       // after a tag and maybe anchors
+	keyed := false        // after a key's colon
 	for ; j < len(l); j++ {
 		c := l[j]
 		s.col = j + 1
@@ -262,6 +263,9 @@ func (s *prescanner) tokens(l []byte, j int) string {
 				return msg
 			}
 		case c == ':' && sep:
+			if msg := s.key(&keyed, j); msg != "" {
+				return msg
+			}
 			s.scalarBase = s.top()
 		case c == '[' || c == '{':
 			s.flow++
@@ -311,10 +315,24 @@ func (s *prescanner) tokens(l []byte, j int) string {
 				s.plain, s.plainMin = true, s.top()
 				return ""
 			}
+			if msg := s.key(&keyed, j); msg != "" {
+				return msg
+			}
 			s.scalarBase = s.top()
 		}
 	}
 	return ""
+}
+
+// key counts a key's colon at column j: the parser nests a second key of
+// a line in the first's value.
+func (s *prescanner) key(keyed *bool, j int) string {
+	if !*keyed {
+		*keyed = true
+		return ""
+	}
+	s.stack = append(s.stack, 2*j)
+	return s.check()
 }
 
 func isFlowIndicator(c byte) bool { return c == ',' || c == '[' || c == ']' || c == '{' || c == '}' }

@@ -94,6 +94,7 @@ func TestPrescanBlockScalarEnds(t *testing.T) {
 		"a: x\nb: " + strings.Repeat("[", 70),
 		strings.Repeat("a: !t\n", 70),
 		strings.Repeat("a: !t &x\n", 70),
+		"a: " + strings.Repeat("b: ", 70),
 		strings.Repeat("-\na:\n", 40),
 	} {
 		if err := prescan("bomb.yaml", []byte(data), maxDepth); err == nil {
@@ -133,6 +134,7 @@ func TestPrescanNeverUndercounts(t *testing.T) {
 		"- !t\n- !t\n- !t\n- x", "-\n-\na:\n-\nb:\n-\nc:", "a: &x\n  &y\n  - - x", "a: !t &x\nb: !t\nc: 1", "a: &x !t\nb: &y !t\nc: 1",
 		"a:\n  -\n  b:\n  -\n  c:\n  -\n  d:", "- a: !t\n  b: !t\n  c: !t\n  d: 1", "a: b\n  c: d", "- a\n - b\n  - c",
 		"a:\n  - b\n  -\n  - c:\n    -\n    d:", "a:    !t\nb:    !t\nc: x", "!t\n!t\n- x", "a: !t #c\nb: !t #c\nc: 1",
+		"|\n x\n: a:", "a: b: c:", ": a: b:",
 	} {
 		f, err := parser.ParseBytes([]byte(s), 0)
 		if err != nil {
