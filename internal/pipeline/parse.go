@@ -10,6 +10,9 @@ import (
 // problem it returns a nil *Pipeline and an ErrorList with every problem
 // found, sorted by position.
 func Parse(file string, data []byte) (*Pipeline, error) {
+	if err := prescan(file, data, maxDepth); err != nil {
+		return nil, ErrorList{err}
+	}
 	d := newDecoder(file)
 	p := d.parse(data)
 	if len(d.errs) > 0 {

@@ -78,6 +78,18 @@ var (
 	ErrInvalid = errors.New("store: invalid argument")
 )
 
+// A DriverError is an error of the database mapped to one of the store's
+// sentinels. Its message is the sentinel's alone, so that the database's
+// own words (its table, column and key names) reach logs, through Err, and
+// never a client.
+type DriverError struct {
+	Sentinel error // ErrNotFound, ErrConflict or ErrInvalid
+	Err      error // the driver's
+}
+
+func (e *DriverError) Error() string   { return e.Sentinel.Error() }
+func (e *DriverError) Unwrap() []error { return []error{e.Sentinel, e.Err} }
+
 // Store is a database. Its methods are safe for concurrent use.
 type Store interface {
 	Tx

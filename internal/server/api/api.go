@@ -14,6 +14,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -238,6 +239,10 @@ func closeUnread(w http.ResponseWriter, r *http.Request) {
 // dispatch serves the request with its route, answering unknown paths and
 // methods with JSON errors instead of the ServeMux's plain text.
 func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
+	if strings.IndexByte(r.URL.Path, 0) >= 0 || strings.Contains(r.URL.RawQuery, "%00") {
+		s.writeError(w, r, invalidf("the URL holds a NUL byte"))
+		return
+	}
 	if _, pattern := s.mux.Handler(r); pattern != "" {
 		s.mux.ServeHTTP(w, r)
 		return

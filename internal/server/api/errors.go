@@ -1,6 +1,8 @@
 package api
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -69,7 +71,12 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		mbe  *http.MaxBytesError
 		perr pipeline.ErrorList
 		verr *jobspec.ValidationError
+		derr *store.DriverError
 	)
+	if errors.As(err, &derr) {
+		// The answer names the sentinel only: the database's words are logged.
+		s.log.InfoContext(r.Context(), "the database refused a change", "request_id", requestIDFrom(r.Context()), "err", derr.Err)
+	}
 	switch {
 	case errors.As(err, &ae):
 	case errors.As(err, &mbe):
@@ -149,7 +156,11 @@ func decodeOptional(r *http.Request, v any) error {
 }
 
 func decodeBody(r *http.Request, v any) error {
-	dec := json.NewDecoder(r.Body)
+	b, err := readBody(r)
+	if err != nil || len(b) == 0 {
+		return cmp.Or(err, io.EOF)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	dec.UseNumber()
 	if err := dec.Decode(v); err != nil {
@@ -162,6 +173,19 @@ func decodeBody(r *http.Request, v any) error {
 		return invalidf("request body: data after the JSON value")
 	}
 	return nil
+}
+
+// readBody reads the request body (which limitBody caps) and refuses a
+// NUL in any of its JSON strings: no store keeps one alike.
+func readBody(r *http.Request) ([]byte, error) {
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		return nil, jsonError(err)
+	}
+	if hasNUL(b) {
+		return nil, invalidf("request body: a string holds a NUL byte (\\u0000)")
+	}
+	return b, nil
 }
 
 // jsonError maps an encoding/json error to invalid_request, naming the

@@ -3,7 +3,6 @@ package api
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -51,9 +50,9 @@ func toJob(j store.Job) jobJSON {
 
 // readSpec reads a JobSpec body strictly and validates it.
 func readSpec(r *http.Request) (jobspec.Spec, error) {
-	b, err := io.ReadAll(r.Body)
+	b, err := readBody(r)
 	if err != nil {
-		return jobspec.Spec{}, jsonError(err)
+		return jobspec.Spec{}, err
 	}
 	if len(b) == 0 {
 		return jobspec.Spec{}, invalidf("the request needs a JSON body")
@@ -63,6 +62,9 @@ func readSpec(r *http.Request) (jobspec.Spec, error) {
 		return jobspec.Spec{}, err
 	}
 	if err := spec.Validate(); err != nil {
+		return jobspec.Spec{}, err
+	}
+	if err := checkText("job name", spec.Name); err != nil {
 		return jobspec.Spec{}, err
 	}
 	return spec, nil

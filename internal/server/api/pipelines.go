@@ -37,17 +37,20 @@ func toPipeline(p store.Pipeline) pipelineJSON {
 }
 
 // checkName validates the name of a pipeline or template: not empty, not
-// too long, no control characters or slashes (it appears in paths).
+// too long, no control characters or slashes, not . or .. (it appears in
+// paths), and text as checkText wants it.
 func checkName(what, name string) error {
 	switch {
 	case strings.TrimSpace(name) == "":
 		return invalidf("%s name: required", what)
 	case len(name) > maxNameLen:
 		return invalidf("%s name: longer than %d bytes", what, maxNameLen)
+	case name == "." || name == "..":
+		return invalidf("%s name %q: must not be . or ..", what, name)
 	case strings.ContainsAny(name, "/\\?#%") || strings.ContainsFunc(name, func(r rune) bool { return r < ' ' || r == 0x7f }):
 		return invalidf("%s name %q: must not contain /, \\, ?, #, %% or control characters", what, name)
 	}
-	return nil
+	return checkText(what+" name", name)
 }
 
 // warnings are what a parsed definition asks for that Oxide does not do

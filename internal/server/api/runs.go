@@ -208,6 +208,16 @@ func (s *Server) triggerRun(w http.ResponseWriter, r *http.Request, p *principal
 	if err := decodeOptional(r, &req); err != nil {
 		return err
 	}
+	for _, f := range [...]struct{ name, v string }{{"branch", req.Branch}, {"sha", req.SHA}, {"ref", req.Ref}, {"event", req.Event}} {
+		if err := checkText(f.name, f.v); err != nil {
+			return err
+		}
+	}
+	for name := range req.Variables {
+		if err := checkText(fmt.Sprintf("variable %q", name), name); err != nil {
+			return err
+		}
+	}
 	if req.Event == "" {
 		req.Event = plan.DefaultEvent
 	}

@@ -26,10 +26,13 @@ import (
 	"github.com/oxide-ci/oxide/internal/server/api"
 	"github.com/oxide-ci/oxide/internal/spec"
 	"github.com/oxide-ci/oxide/internal/store"
+	"github.com/oxide-ci/oxide/internal/store/postgres"
+	"github.com/oxide-ci/oxide/internal/store/postgres/pgtest"
 	"github.com/oxide-ci/oxide/internal/store/sqlite"
 )
 
-// bundle is one API server on a real listener, over a real SQLite store.
+// bundle is one API server on a real listener, over a real SQLite (or
+// PostgreSQL) store.
 type bundle struct {
 	srv     *httptest.Server
 	api     *api.Server
@@ -47,6 +50,7 @@ type options struct {
 	ready     func(context.Context) error
 	providers []provider.Provider
 	wrap      func(store.Store) store.Store // the API's store; nil: the database itself
+	postgres  bool                          // a fresh PostgreSQL schema instead of SQLite; skips without one
 }
 
 func setup(t *testing.T) *bundle { return setupWith(t, options{}) }
@@ -54,7 +58,13 @@ func setup(t *testing.T) *bundle { return setupWith(t, options{}) }
 func setupWith(t *testing.T, o options) *bundle {
 	t.Helper()
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "oxide.db"))
+	var st store.Store
+	var err error
+	if o.postgres {
+		st, err = postgres.Open(ctx, pgtest.DSN(t))
+	} else {
+		st, err = sqlite.Open(ctx, filepath.Join(t.TempDir(), "oxide.db"))
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -206,11 +206,11 @@ func mapErr(err error) error {
 	if errors.As(err, &pe) {
 		switch {
 		case pe.Code == "23505": // unique_violation
-			return fmt.Errorf("%w: %s", store.ErrConflict, pe.Detail)
+			return &store.DriverError{Sentinel: store.ErrConflict, Err: err}
 		case pe.Code == "23503": // foreign_key_violation
-			return fmt.Errorf("%w: %s", store.ErrNotFound, pe.Detail)
+			return &store.DriverError{Sentinel: store.ErrNotFound, Err: err}
 		case pe.Code[:2] == "22" || pe.Code == "23502" || pe.Code == "23514": // data exception, not null, check
-			return fmt.Errorf("%w: %s", store.ErrInvalid, pe.Message)
+			return &store.DriverError{Sentinel: store.ErrInvalid, Err: err}
 		}
 	}
 	return fmt.Errorf("postgres: %w", err)

@@ -225,11 +225,11 @@ func mapErr(err error) error {
 	if errors.As(err, &se) {
 		switch se.Code() {
 		case sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:
-			return fmt.Errorf("%w: %v", store.ErrConflict, err)
+			return &store.DriverError{Sentinel: store.ErrConflict, Err: err}
 		case sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY:
-			return fmt.Errorf("%w: %v", store.ErrNotFound, err)
+			return &store.DriverError{Sentinel: store.ErrNotFound, Err: err}
 		case sqlite3.SQLITE_CONSTRAINT_CHECK, sqlite3.SQLITE_CONSTRAINT_NOTNULL, sqlite3.SQLITE_CONSTRAINT_DATATYPE:
-			return fmt.Errorf("%w: %v", store.ErrInvalid, err)
+			return &store.DriverError{Sentinel: store.ErrInvalid, Err: err}
 		}
 	}
 	return fmt.Errorf("sqlite: %w", err)
