@@ -53,9 +53,9 @@ type options struct {
 	postgres  bool                          // a fresh PostgreSQL schema instead of SQLite; skips without one
 }
 
-func setup(t *testing.T) *bundle { return setupWith(t, options{}) }
+func setup(t testing.TB) *bundle { return setupWith(t, options{}) }
 
-func setupWith(t *testing.T, o options) *bundle {
+func setupWith(t testing.TB, o options) *bundle {
 	t.Helper()
 	ctx := context.Background()
 	var st store.Store
@@ -105,7 +105,7 @@ func setupWith(t *testing.T, o options) *bundle {
 	return b
 }
 
-func (b *bundle) addToken(t *testing.T, name string, role api.Role) string {
+func (b *bundle) addToken(t testing.TB, name string, role api.Role) string {
 	t.Helper()
 	tok := api.NewToken()
 	if _, err := b.tokens.Create(context.Background(), api.Token{Name: name, Role: role, Hash: api.HashToken(tok)}); err != nil {
@@ -122,7 +122,7 @@ type response struct {
 }
 
 // json decodes the body into v, failing the test if it is not JSON.
-func (r response) json(t *testing.T, v any) {
+func (r response) json(t testing.TB, v any) {
 	t.Helper()
 	if err := json.Unmarshal(r.body, v); err != nil {
 		t.Fatalf("answer %d is not JSON: %v\n%s", r.status, err, r.body)
@@ -156,7 +156,7 @@ func (r response) apiErr(t *testing.T) (code, message string, details []string) 
 
 // do calls the API with token (none if empty) and body (JSON-encoded unless
 // it is a string or []byte).
-func (b *bundle) do(t *testing.T, method, path, token string, body any) response {
+func (b *bundle) do(t testing.TB, method, path, token string, body any) response {
 	t.Helper()
 	var rd io.Reader
 	switch v := body.(type) {
@@ -197,7 +197,7 @@ func (b *bundle) do(t *testing.T, method, path, token string, body any) response
 }
 
 // want fails the test unless r has the status.
-func (r response) want(t *testing.T, status int) response {
+func (r response) want(t testing.TB, status int) response {
 	t.Helper()
 	if r.status != status {
 		t.Fatalf("status %d, want %d: %s", r.status, status, r.body)
@@ -262,7 +262,7 @@ stages:
 `
 
 // createPipeline creates a pipeline through the API and returns its ID.
-func (b *bundle) createPipeline(t *testing.T, name string) string {
+func (b *bundle) createPipeline(t testing.TB, name string) string {
 	t.Helper()
 	var p struct{ ID string }
 	b.do(t, "POST", "/api/v1/pipelines", b.developer, map[string]string{"name": name, "definition": validPipeline}).want(t, 201).json(t, &p)
