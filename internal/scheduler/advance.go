@@ -73,7 +73,7 @@ func (s *Service) load(ctx context.Context, tx store.Tx, runID string) (*runStat
 	}
 	for i, sg := range st.stages {
 		ns := &st.m.Nodes[i]
-		ns.Status = spec.Status(sg.Status)
+		ns.Status = sg.Status
 		switch st.jobs[i].State {
 		case store.JobQueued, store.JobAssigned, store.JobRunning:
 			if !ns.Status.Done() {
@@ -96,18 +96,27 @@ func (s *Service) loadOutputs(ctx context.Context, tx store.Tx, st *runState) er
 		if j.ID == "" || !j.State.Done() || !ns.Status.Done() || ns.Status == spec.StatusSkipped || ns.Outputs != nil {
 			continue
 		}
-		steps, err := tx.Steps().List(ctx, j.ID)
-		if err != nil {
+		var err error
+		if ns.Outputs, err = jobOutputs(ctx, tx, j.ID); err != nil {
 			return err
-		}
-		ns.Outputs = map[string]map[string]string{}
-		for _, step := range steps {
-			if len(step.Outputs) > 0 {
-				ns.Outputs[step.Key] = step.Outputs
-			}
 		}
 	}
 	return nil
+}
+
+// jobOutputs are the outputs of a job's steps: step id → key → value.
+func jobOutputs(ctx context.Context, tx store.Tx, jobID string) (map[string]map[string]string, error) {
+	steps, err := tx.Steps().List(ctx, jobID)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]map[string]string{}
+	for _, step := range steps {
+		if len(step.Outputs) > 0 {
+			out[step.Key] = step.Outputs
+		}
+	}
+	return out, nil
 }
 
 // next feeds ev to the run's machine and carries out its actions in tx.
@@ -179,12 +188,16 @@ func (s *Service) startNode(ctx context.Context, tx store.Tx, st *runState, a pl
 
 // createSteps stores the steps of a job.
 func (s *Service) createSteps(ctx context.Context, tx store.Tx, jobID string, steps []*spec.Step) error {
-	rows := make([]store.Step, len(steps))
-	for k, st := range steps {
-		rows[k] = store.Step{JobID: jobID, Index: k, Name: st.Name, Key: st.ID}
-	}
-	_, err := tx.Steps().Create(ctx, rows...)
+	_, err := tx.Steps().Create(ctx, stepRows(nil, jobID, steps)...)
 	return err
+}
+
+// stepRows appends to rows the store's rows of a job's steps.
+func stepRows(rows []store.Step, jobID string, steps []*spec.Step) []store.Step {
+	for k, st := range steps {
+		rows = append(rows, store.Step{JobID: jobID, Index: k, Name: st.Name, Key: st.ID})
+	}
+	return rows
 }
 
 // advance asks run runID's machine what can happen now, inside tx.
@@ -202,7 +215,7 @@ func (s *Service) advance(ctx context.Context, tx store.Tx, runID string) error 
 // endStage ends node i's stage with status, and cancels its job with
 // reason when the job is not done.
 func (s *Service) endStage(ctx context.Context, tx store.Tx, st *runState, i int, status spec.Status, reason string) error {
-	sg, err := tx.Stages().SetStatus(ctx, st.stages[i].ID, store.Status(status))
+	sg, err := tx.Stages().SetStatus(ctx, st.stages[i].ID, status)
 	if err = ignoreConflict(err); err != nil {
 		return err
 	}

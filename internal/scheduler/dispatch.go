@@ -169,7 +169,7 @@ func (s *Service) StepUpdate(ctx context.Context, l store.Lease, index int, r ru
 }
 
 func stepUpdate(r runner.StepResult) store.StepUpdate {
-	u := store.StepUpdate{Status: store.Status(r.Status), Outputs: r.Outputs}
+	u := store.StepUpdate{Status: r.Status, Outputs: r.Outputs}
 	if r.Status != runner.StatusRunning && r.Status != runner.StatusSkipped && r.Err == nil {
 		code := r.ExitCode
 		u.ExitCode = &code
@@ -258,8 +258,8 @@ func (s *Service) Finish(ctx context.Context, l store.Lease, res runner.JobResul
 	return nil
 }
 
-// finished tells the machine of j's run that its node ended with status,
-// writes the node's stage, and carries out what follows. It returns the
+// finished tells the machine of j's run that its node ended with status and
+// carries out what follows, the node's own End among it. It returns the
 // jobs that workers must be told to stop.
 func (s *Service) finished(ctx context.Context, tx store.Tx, j store.Job, status spec.Status, reason string) ([]store.Job, error) {
 	st, err := s.load(ctx, tx, j.RunID)
@@ -276,26 +276,12 @@ func (s *Service) finished(ctx context.Context, tx store.Tx, j store.Job, status
 	}
 	var outputs map[string]map[string]string
 	if status != spec.StatusSkipped && st.m.Run.ReadsOutputs {
-		steps, err := tx.Steps().List(ctx, j.ID)
-		if err != nil {
-			return nil, err
-		}
-		outputs = map[string]map[string]string{}
-		for _, step := range steps {
-			if len(step.Outputs) > 0 {
-				outputs[step.Key] = step.Outputs
-			}
-		}
-	}
-	if err := s.next(ctx, tx, st, plan.Finished{Node: node, Status: status, Reason: reason, Outputs: outputs}); err != nil {
-		return nil, err
-	}
-	if ns := st.m.Nodes[node]; ns.Status.Done() {
-		if _, err := tx.Stages().SetStatus(ctx, st.stages[node].ID, store.Status(ns.Status)); ignoreConflict(err) != nil {
+		if outputs, err = jobOutputs(ctx, tx, j.ID); err != nil {
 			return nil, err
 		}
 	}
-	return st.stopped, nil
+	err = s.next(ctx, tx, st, plan.Finished{Node: node, Status: status, Reason: reason, Outputs: outputs})
+	return st.stopped, err
 }
 
 // Register records a worker as an agent, online, so that it is listed and

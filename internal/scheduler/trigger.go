@@ -102,11 +102,9 @@ func (s *Service) createStages(ctx context.Context, tx store.Tx, run store.Run, 
 	if err != nil {
 		return err
 	}
-	var steps []store.Step
+	var steps []store.Step // one batch for the whole run
 	for i, n := range c.Nodes {
-		for k, st := range n.Job.Steps {
-			steps = append(steps, store.Step{JobID: jobs[i].ID, Index: k, Name: st.Name, Key: st.ID})
-		}
+		steps = stepRows(steps, jobs[i].ID, n.Job.Steps)
 	}
 	_, err = tx.Steps().Create(ctx, steps...)
 	return err

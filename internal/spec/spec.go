@@ -27,6 +27,11 @@ const (
 	StatusTimeout   Status = "timeout"
 )
 
+// Valid reports whether s is one of the statuses.
+func (s Status) Valid() bool {
+	return s == StatusPending || s == StatusRunning || s == StatusWaiting || s.Done()
+}
+
 // Done reports whether s is final.
 func (s Status) Done() bool {
 	switch s {

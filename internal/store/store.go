@@ -226,34 +226,21 @@ type Runs interface {
 	SetStatus(ctx context.Context, id string, status RunStatus) (Run, error)
 }
 
-// Status is the status of a stage instance or a step.
-type Status string
+// Status is the status of a stage instance or a step: the wire format's,
+// with one status algebra for the store, the run state machine and workers.
+type Status = spec.Status
 
 // Stage and step statuses.
 const (
-	StatusPending   Status = "pending"
-	StatusRunning   Status = "running"
-	StatusWaiting   Status = "waiting"
-	StatusSuccess   Status = "success"
-	StatusFailure   Status = "failure"
-	StatusSkipped   Status = "skipped"
-	StatusCancelled Status = "cancelled"
-	StatusTimeout   Status = "timeout"
+	StatusPending   = spec.StatusPending
+	StatusRunning   = spec.StatusRunning
+	StatusWaiting   = spec.StatusWaiting
+	StatusSuccess   = spec.StatusSuccess
+	StatusFailure   = spec.StatusFailure
+	StatusSkipped   = spec.StatusSkipped
+	StatusCancelled = spec.StatusCancelled
+	StatusTimeout   = spec.StatusTimeout
 )
-
-// Valid reports whether s is one of the statuses.
-func (s Status) Valid() bool {
-	return s == StatusPending || s == StatusRunning || s == StatusWaiting || s.Done()
-}
-
-// Done reports whether s is final.
-func (s Status) Done() bool {
-	switch s {
-	case StatusSuccess, StatusFailure, StatusSkipped, StatusCancelled, StatusTimeout:
-		return true
-	}
-	return false
-}
 
 // Stage is a stage instance: one node of a run's DAG (a matrix stage has one
 // per combination), executed as one job.
