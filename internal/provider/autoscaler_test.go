@@ -12,6 +12,7 @@ import (
 	"github.com/oxide-ci/oxide/internal/provider"
 	"github.com/oxide-ci/oxide/internal/store"
 	"github.com/oxide-ci/oxide/internal/store/sqlite"
+	"github.com/oxide-ci/oxide/internal/testkit"
 )
 
 // fakeProvider is a test double of a Provider: it records workers in
@@ -118,24 +119,6 @@ func register(t *testing.T, st store.Store, f *fakeProvider, workerID string) st
 	return agentID
 }
 
-// clock is a fake Autoscaler.Now: it moves only when advanced.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 func reconcile(t *testing.T, a *provider.Autoscaler) {
 	t.Helper()
 	if err := a.Reconcile(t.Context()); err != nil {
@@ -236,8 +219,8 @@ func TestBurstAndIdle(t *testing.T) {
 // worker is provisioned for it.
 func TestRegisterTimeout(t *testing.T) {
 	st, f, a := setup(t)
-	clk := &clock{t: time.Now()}
-	a.Min, a.Now = 0, clk.now
+	clk := testkit.NewClock()
+	a.Min, a.Now = 0, clk.Now
 	ctx := t.Context()
 	jobs, err := st.Jobs().Enqueue(ctx, store.Job{Name: "waiting", Spec: []byte(`{}`)})
 	if err != nil {
@@ -248,12 +231,12 @@ func TestRegisterTimeout(t *testing.T) {
 	if len(first) != 1 {
 		t.Fatalf("provisioning %v, want one worker", first)
 	}
-	clk.advance(a.Register - time.Second)
+	clk.Advance(a.Register - time.Second)
 	reconcile(t, a)
 	if w := workers(t, st, store.WorkerProvisioning); len(w) != 1 || w[0].ID != first[0].ID {
 		t.Fatalf("provisioning before its deadline: %v, want the first worker still", w)
 	}
-	clk.advance(2 * time.Second)
+	clk.Advance(2 * time.Second)
 	reconcile(t, a)
 	w, err := st.Workers().Get(ctx, first[0].ID)
 	if err != nil || w.State != store.WorkerFailed || w.Error == "" {

@@ -22,6 +22,7 @@ import (
 	"github.com/oxide-ci/oxide/internal/server/agentsvc"
 	"github.com/oxide-ci/oxide/internal/spec"
 	"github.com/oxide-ci/oxide/internal/store"
+	"github.com/oxide-ci/oxide/internal/testkit"
 )
 
 func TestRegister(t *testing.T) {
@@ -128,8 +129,8 @@ func TestRegisterSpendsTheToken(t *testing.T) {
 // with ResourceExhausted, unaudited, until its bucket refills.
 func TestRegisterFlood(t *testing.T) {
 	t.Parallel()
-	clk := &clock{t: time.Now()}
-	b := setupWith(t, options{now: clk.now})
+	clk := testkit.NewClock()
+	b := setupWith(t, options{now: clk.Now})
 	ctx := context.Background()
 	conn := b.dial(t, nil)
 	huge := strings.Repeat("n", 1<<20)
@@ -159,7 +160,7 @@ func TestRegisterFlood(t *testing.T) {
 	// Fields are checked before the token: a valid one is not spent by an
 	// oversized request.
 	tok := b.token(t)
-	clk.advance(time.Hour)
+	clk.Advance(time.Hour)
 	if _, err := conn.Register(ctx, &agentrpc.RegisterRequest{Token: tok, Name: "x", Os: huge[:65]}); status.Code(err) != codes.InvalidArgument {
 		t.Errorf("register with a 65-byte os: %v", err)
 	}
@@ -543,8 +544,8 @@ func TestReconnect(t *testing.T) {
 // cancelled.
 func TestOrphans(t *testing.T) {
 	t.Parallel()
-	clk := &clock{t: time.Now()}
-	b := setupWith(t, options{now: clk.now})
+	clk := testkit.NewClock()
+	b := setupWith(t, options{now: clk.Now})
 	id := b.register(t, &agentrpc.RegisterRequest{Name: "forgetful"})
 	a := b.connect(t, id, hello(1))
 	j := b.submit(t, "lost on the way")
@@ -556,13 +557,13 @@ func TestOrphans(t *testing.T) {
 	a2 := b.connect(t, id, hello(1))
 	a2.send(t, heartbeat())
 	a2.sync(t) // the heartbeat was handled: the lease is unreported since now
-	clk.advance(agentsvc.DefaultOrphanGrace)
+	clk.Advance(agentsvc.DefaultOrphanGrace)
 	a2.send(t, heartbeat())
 	a2.sync(t)
 	if got := b.job(t, j.ID); got.Attempt != 1 || got.WorkerID != id.id {
 		t.Fatalf("job within the grace: attempt %d on %q, want attempt 1 kept", got.Attempt, got.WorkerID)
 	}
-	clk.advance(time.Second)
+	clk.Advance(time.Second)
 	a2.send(t, heartbeat())
 	next := a2.expectRun(t)
 	if next.Lease.JobId != j.ID || next.Lease.Attempt != 2 {

@@ -126,24 +126,6 @@ func (b *bundle) dispatched(t *testing.T) {
 	eventually(t, "a round of the dispatch loop", func() bool { return b.loops.n.Load() >= n+2 })
 }
 
-// clock is a fake Config.Now: it moves only when advanced.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // recorder is a scheduler.Publisher that keeps what it is given.
 type recorder struct {
 	mu  sync.Mutex
