@@ -160,6 +160,15 @@ func restBlank(l []byte) bool {
 
 func hasPrefix(l []byte, p string) bool { return len(l) >= len(p) && string(l[:len(p)]) == p }
 
+// openFlow counts a flow collection's opening bracket, and checks the
+// bounds.
+func (s *prescanner) openFlow() string {
+	s.flow++
+	s.nodes++
+	s.flowPlain = false
+	return s.check()
+}
+
 // check reports a depth or node count over the bounds.
 func (s *prescanner) check() string {
 	if len(s.stack)+s.flow+s.extra > s.depth {
@@ -203,10 +212,8 @@ func (s *prescanner) tokens(l []byte, j int) string {
 			case c == '#' && (j == 0 || isSpace(l[j-1])):
 				return ""
 			case c == '[' || c == '{':
-				s.flow++
-				s.nodes++
-				s.flowPlain, start = false, true
-				if msg := s.check(); msg != "" {
+				start = true
+				if msg := s.openFlow(); msg != "" {
 					return msg
 				}
 			case c == ']' || c == '}':
@@ -268,10 +275,8 @@ func (s *prescanner) tokens(l []byte, j int) string {
 			}
 			s.scalarBase = s.top()
 		case c == '[' || c == '{':
-			s.flow++
-			s.nodes++
-			s.flowPlain, start = false, true
-			if msg := s.check(); msg != "" {
+			start = true
+			if msg := s.openFlow(); msg != "" {
 				return msg
 			}
 		case c == '\'' || c == '"':
