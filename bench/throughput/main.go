@@ -66,6 +66,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/oxide-ci/oxide/internal/agent"
+	"github.com/oxide-ci/oxide/internal/agent/agentcmd"
 	"github.com/oxide-ci/oxide/internal/server"
 	"github.com/oxide-ci/oxide/internal/server/api"
 	"github.com/oxide-ci/oxide/internal/store"
@@ -81,6 +82,7 @@ const (
 )
 
 func main() {
+	agentcmd.RunIfChild("bench") // the own agent of the in-process workers' server
 	n := flag.Int("n", 5000, "no-op jobs in each throughput run")
 	agents := flag.Int("agents", 4, "oxide-agent processes")
 	concurrency := flag.Int("concurrency", 4, "slots of each oxide-agent")

@@ -2,7 +2,9 @@
 // API, the scheduler, the outbox relay to NATS JetStream, and in-process
 // workers. With no flags it keeps everything in ./oxide-data (SQLite and an
 // in-process NATS); --database-url and --nats-url point it at PostgreSQL
-// and a NATS cluster. It is also reached as `oxide server`.
+// and a NATS cluster. It is also reached as `oxide server`. Run as
+// `oxide-server agent …`, it is the server's own agent, which the server
+// starts as its child (internal/agent/agentcmd).
 package main
 
 import (
@@ -15,10 +17,15 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/oxide-ci/oxide/internal/agent/agentcmd"
 	"github.com/oxide-ci/oxide/internal/server"
 )
 
+// version is set at build time: -ldflags "-X main.version=…".
+var version = "dev"
+
 func main() {
+	agentcmd.RunIfChild(version)
 	var cfg server.Config
 	var configFile string
 	cmd := &cobra.Command{

@@ -13,12 +13,14 @@ import (
 	"github.com/moby/moby/client"
 	"github.com/rogpeppe/go-internal/testscript"
 
+	"github.com/oxide-ci/oxide/internal/agent/agentcmd"
 	"github.com/oxide-ci/oxide/internal/testkit/dockertest"
 )
 
 // TestMain makes this test binary serve as the commands of the scripts:
 // oxide itself, and expect-exit, which checks a command's exit status.
 func TestMain(m *testing.M) {
+	agentcmd.RunIfChild("test") // the own agent of the servers the tests start
 	testscript.Main(m, map[string]func(){
 		"oxide":       main,
 		"expect-exit": expectExit,

@@ -27,6 +27,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/oxide-ci/oxide/internal/agent"
+	"github.com/oxide-ci/oxide/internal/agent/agentcmd"
 	"github.com/oxide-ci/oxide/internal/environment/host"
 	"github.com/oxide-ci/oxide/internal/local"
 	"github.com/oxide-ci/oxide/internal/pipeline"
@@ -43,6 +44,7 @@ import (
 var agentBin string
 
 func TestMain(m *testing.M) {
+	agentcmd.RunIfChild("test") // the own agent of the servers the tests start
 	dir, err := os.MkdirTemp("", "oxide-parity-")
 	if err != nil {
 		panic(err)

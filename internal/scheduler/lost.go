@@ -12,11 +12,6 @@ import (
 // ReasonAgentLost is the error of an attempt whose agent was lost.
 const ReasonAgentLost = "agent_lost"
 
-// InProcess is the Version of the agents that are a server's own workers.
-// They are never lost: when their server stalls or dies, their leases
-// expire instead ("lease expired").
-const InProcess = "in-process"
-
 // AgentDisconnected is the payload of agent.disconnected, as the AsyncAPI
 // AgentDisconnectedPayload.
 type AgentDisconnected struct {
@@ -27,8 +22,7 @@ type AgentDisconnected struct {
 }
 
 // lostAgents marks lost the agents silent for Config.AgentTimeout, connected
-// or holding jobs (store.Agents.Silent), in-process workers aside, and
-// reports whether jobs went back to the queue. Each agent is lost in one
+// or holding jobs (store.Agents.Silent), and reports whether jobs went back to the queue. Each agent is lost in one
 // transaction: its status (agent.lost), the agent.disconnected event, and
 // its leases failed with ReasonAgentLost, each job requeued for its next
 // attempt or failed once its attempts are spent (which advances its run).
@@ -44,9 +38,6 @@ func (s *Service) lostAgents(ctx context.Context) (requeued bool, err error) {
 	}
 	var errs []error
 	for _, a := range silent {
-		if a.Version == InProcess {
-			continue
-		}
 		held, err := heldJobs(ctx, s.store, a.ID)
 		if err != nil {
 			errs = append(errs, err)

@@ -43,16 +43,15 @@ func TestLostAgent(t *testing.T) {
 			t.Fatalf("claim by %s: %v, %d jobs", worker, err, len(as))
 		}
 	}
-	retried, last, local := submit("retried", 2), submit("last", 1), submit("local", 2)
+	retried, last := submit("retried", 2), submit("last", 1)
 	claim("remote", "1.0", "retried", "last")
-	claim("in-process", scheduler.InProcess, "local")
 
 	eventually(t, "the agent's silence and the leases to outlast the timeout", func() bool {
 		silent, err := st.Agents().Silent(ctx, silence)
-		if err != nil || len(silent) != 2 {
+		if err != nil || len(silent) != 1 {
 			return false
 		}
-		for _, id := range []string{retried.ID, last.ID, local.ID} {
+		for _, id := range []string{retried.ID, last.ID} {
 			if j, err := st.Jobs().Get(ctx, id); err != nil || !j.LeaseUntil.Before(time.Now()) {
 				return false
 			}
@@ -63,15 +62,12 @@ func TestLostAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	for id, want := range map[string]store.AgentStatus{"remote": store.AgentLost, "in-process": store.AgentOnline} {
-		if a, err := st.Agents().Get(ctx, id); err != nil || a.Status != want {
-			t.Errorf("agent %s: %s %v, want %s", id, a.Status, err, want)
-		}
+	if a, err := st.Agents().Get(ctx, "remote"); err != nil || a.Status != store.AgentLost {
+		t.Errorf("agent remote: %s %v, want lost", a.Status, err)
 	}
 	for _, want := range []store.Job{
 		{ID: retried.ID, State: store.JobQueued, Error: scheduler.ReasonAgentLost},
 		{ID: last.ID, State: store.JobFailed, Error: scheduler.ReasonAgentLost},
-		{ID: local.ID, State: store.JobQueued, Error: "lease expired"},
 	} {
 		if j, err := st.Jobs().Get(ctx, want.ID); err != nil || j.State != want.State || j.Error != want.Error {
 			t.Errorf("job %s: %s %q %v, want %s %q", j.Name, j.State, j.Error, err, want.State, want.Error)
@@ -92,8 +88,8 @@ func TestLostAgent(t *testing.T) {
 	}
 
 	// Attempt 2 opens with why attempt 1 ended, before its worker's lines.
-	claim("next", "1.0", "retried", "local")
-	for id, want := range map[string]string{retried.ID: "attempt 2 of 2 after agent lost", local.ID: "attempt 2 of 2 after lease expired"} {
+	claim("next", "1.0", "retried")
+	for id, want := range map[string]string{retried.ID: "attempt 2 of 2 after agent lost"} {
 		lines, err := st.Logs().Read(ctx, id, 0, 0)
 		if err != nil || len(lines) != 1 {
 			t.Fatalf("log: %v %+v", err, lines)

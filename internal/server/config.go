@@ -25,10 +25,19 @@ type Config struct {
 	GRPCAddr          string
 	DatabaseURL       string // postgres://…; empty: SQLite in DataDir
 	NATSURL           string // nats://…; empty: NATS JetStream in-process
-	Agents            int    // in-process workers
-	AgentLabels       []string
-	HostOnly          bool // in-process workers run every job on the host
-	// Docker is how in-process workers run container jobs (docker.Open's
+	// Agents is how many jobs at once the server's own agent runs (0: it
+	// has none). That agent is a child process with its own directory
+	// AgentDir (default: beside DataDir, or under /var/lib/oxide/agents as
+	// root) and environment (a few harmless variables, and those AgentEnv
+	// names); as root, it runs as AgentUser, created if needed (empty: as
+	// root).
+	Agents      int
+	AgentLabels []string
+	AgentDir    string
+	AgentUser   string
+	AgentEnv    []string
+	HostOnly    bool // the own agent runs every job on the host
+	// Docker is how the own agent runs container jobs (docker.Open's
 	// mode); DockerPrivileged lets those jobs be privileged.
 	Docker           string
 	DockerPrivileged bool
@@ -72,11 +81,14 @@ func (c *Config) Flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", "127.0.0.1:9090", "address agents connect to (gRPC over TLS); empty: no agent endpoint")
 	fs.StringVar(&c.DatabaseURL, "database-url", "", "PostgreSQL URL (postgres://…); default SQLite in the data directory")
 	fs.StringVar(&c.NATSURL, "nats-url", "", "external NATS URL (nats://…); default NATS JetStream in-process")
-	fs.IntVar(&c.Agents, "agents", 1, "workers to run in the server's process (0: none, jobs wait for agents)")
-	fs.StringSliceVar(&c.AgentLabels, "agent-labels", nil, "labels of the in-process workers")
-	fs.BoolVar(&c.HostOnly, "host-only", false, "in-process workers run every job on the host, whatever environment it asks for")
-	fs.StringVar(&c.Docker, "docker", "auto", "in-process workers run container jobs on the Docker engine that DOCKER_HOST names: auto (when one answers), on (required) or off")
-	fs.BoolVar(&c.DockerPrivileged, "docker-privileged", false, "let jobs of in-process workers ask for privileged containers and added capabilities")
+	fs.IntVar(&c.Agents, "agents", 1, "jobs at once on the server's own agent, a child process (0: none, jobs wait for agents)")
+	fs.StringSliceVar(&c.AgentLabels, "agent-labels", nil, "labels of the server's own agent")
+	fs.StringVar(&c.AgentDir, "agent-dir", "", "directory of the server's own agent, outside the data directory (default: DATA-DIR-agent, or /var/lib/oxide/agents/ID as root)")
+	fs.StringVar(&c.AgentUser, "agent-user", "oxide-runner", "as root, the unprivileged user the server's own agent runs jobs as, created if needed (empty: root)")
+	fs.StringSliceVar(&c.AgentEnv, "agent-env", nil, "variables of the server's environment its own agent gets too (for the environment secret provider); it gets none of the others")
+	fs.BoolVar(&c.HostOnly, "host-only", false, "the server's own agent runs every job on the host, whatever environment it asks for")
+	fs.StringVar(&c.Docker, "docker", "auto", "the server's own agent runs container jobs on the Docker engine that DOCKER_HOST names: auto (when one answers), on (required) or off")
+	fs.BoolVar(&c.DockerPrivileged, "docker-privileged", false, "let jobs of the server's own agent ask for privileged containers and added capabilities")
 	fs.StringVar(&c.Provider, "provider", "", "make elastic workers with this provider: docker (default: none)")
 	fs.StringVar(&c.WorkerPool, "worker-pool", "", "name of this server's pool of elastic workers on the engine; servers sharing a database share one (default: an ID of the data directory)")
 	fs.StringVar(&c.WorkerImage, "worker-image", "oxide/worker:dev", "image of the provider's workers (scripts/worker-image.sh builds it)")

@@ -1,13 +1,14 @@
 package server
 
 import (
-	"github.com/oxide-ci/oxide/internal/store/postgres/pgtest"
-	"github.com/oxide-ci/oxide/internal/testkit"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/oxide-ci/oxide/internal/store/postgres/pgtest"
+	"github.com/oxide-ci/oxide/internal/testkit"
 )
 
 // contractPipeline greets with a variable of the trigger, then tests.

@@ -4,11 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/oxide-ci/oxide/internal/testkit"
 	"maps"
 	"regexp"
 	"testing"
 	"time"
+
+	"github.com/oxide-ci/oxide/internal/testkit"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"

@@ -4,13 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/oxide-ci/oxide/internal/store/postgres/pgtest"
-	"github.com/oxide-ci/oxide/internal/testkit"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/oxide-ci/oxide/internal/store/postgres/pgtest"
+	"github.com/oxide-ci/oxide/internal/testkit"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"

@@ -1,9 +1,9 @@
 // Package server wires the control plane together: the store (SQLite in
 // the data directory, or PostgreSQL), NATS JetStream (in-process, or an
 // external cluster) fed by the outbox relay, the scheduler (whose sweeps
-// also find lost agents), in-process workers, the REST/WebSocket API, and
-// the agents' gRPC endpoint with its CA. Run starts them all and stops them
-// in order on shutdown.
+// also find lost agents), the REST/WebSocket API, the agents' gRPC
+// endpoint with its CA, and the server's own agent (a child process, see
+// ownagent.go). Run starts them all and stops them in order on shutdown.
 package server
 
 import (
@@ -17,7 +17,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -35,18 +34,27 @@ import (
 	"github.com/oxide-ci/oxide/internal/secrets"
 	"github.com/oxide-ci/oxide/internal/server/agentsvc"
 	"github.com/oxide-ci/oxide/internal/server/api"
-	"github.com/oxide-ci/oxide/internal/spec"
 	"github.com/oxide-ci/oxide/internal/store"
 	"github.com/oxide-ci/oxide/internal/store/postgres"
 	"github.com/oxide-ci/oxide/internal/store/sqlite"
-	"github.com/oxide-ci/oxide/internal/worker"
 )
 
 // Run serves until ctx is done, then shuts down gracefully: it stops
-// accepting requests, lets the in-flight ones and the workers' jobs end,
-// publishes what the outbox holds, and closes the database. ready, if not
-// nil, is called with the HTTP address once the server answers.
+// accepting requests, lets the in-flight ones end, stops its own agent
+// (which hands its jobs back), publishes what the outbox holds, and closes
+// the database. ready, if not nil, is called with the HTTP address once the
+// server answers. With cfg.Agents > 0 the server runs its own executable
+// as its agent: a program that calls Run must call agentcmd.RunIfChild
+// first.
 func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr string)) error {
+	if cfg.Agents > 0 && cfg.GRPCAddr == "" {
+		cfg.GRPCAddr = "127.0.0.1:0" // for the own agent only
+	}
+	for _, name := range cfg.AgentEnv {
+		if strings.HasPrefix(name, "OXIDE_") {
+			return fmt.Errorf("--agent-env %s: the server's OXIDE_ settings and keys stay with it", name)
+		}
+	}
 	if err := datadir.Secure(cfg.DataDir, log); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
@@ -93,7 +101,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 	} else if tok != "" {
 		fmt.Fprintf(os.Stderr, "oxide-server: the admin token is %s (also in %s)\n", tok, filepath.Join(cfg.DataDir, api.AdminTokenFile))
 	}
-	agents, err := newAgentService(cfg, st, svc, livePublisher{nc}, log)
+	agents, ca, err := newAgentService(cfg, st, svc, livePublisher{nc}, log)
 	if err != nil {
 		return err
 	}
@@ -144,12 +152,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 		go func() { serveErr <- httpServer.Serve(ln) }()
 	}
 
-	if err := recoverLeases(ctx, st, svc, cfg.Lease); err != nil {
+	if err := recoverLeases(ctx, st, cfg.Lease); err != nil {
 		httpServer.Close()
 		return err
 	}
-	// The scheduler's sweeps (which find lost agents too) and the
-	// in-process workers stop with work.
+	// The scheduler's sweeps (which find lost agents too) stop with work.
 	work, stopWork := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { svc.Run(work, time.Second); close(done) }()
@@ -165,24 +172,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 		grpcAddr = gln.Addr().String()
 		go func() { grpcErr <- agents.Serve(gln) }()
 	}
-	var containers worker.Containers
+	stopOwnAgent := func() {}
 	if cfg.Agents > 0 {
-		host, _ := os.Hostname()
-		eng, err := docker.Open(ctx, cfg.Docker, docker.Options{
-			Owner: "server:" + stableID(cfg.DataDir, host), AllowPrivileged: cfg.DockerPrivileged,
-		}, log)
-		if err != nil {
+		if stopOwnAgent, err = startOwnAgent(ctx, cfg, st, agents, ca, grpcAddr, log); err != nil {
 			stopWork()
 			<-done
+			agents.Stop(ctx)
 			httpServer.Close()
 			return err
 		}
-		if eng != nil {
-			defer eng.Close()
-			containers = eng
-		}
 	}
-	workersDone := startWorkers(work, cfg, svc, containers, log)
 	var scaling sync.WaitGroup
 	if elastic != nil {
 		scaler := &provider.Autoscaler{
@@ -209,12 +208,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 	defer cancel()
 	httpServer.Shutdown(shutdownCtx)
 	apiServer.Shutdown(shutdownCtx)
+	stopOwnAgent() // while the endpoint takes what it hands back
 	if agents != nil {
 		// Agents keep their jobs running and reconnect when a server is back.
 		agents.Stop(shutdownCtx)
 	}
 	stopWork()
-	<-workersDone
 	scaling.Wait()
 	<-done
 	return failed
@@ -293,65 +292,17 @@ func drainOutbox(st store.Store, relay *natsbus.Relay, timeout time.Duration) {
 	}
 }
 
-// startWorkers runs cfg.Agents workers in this process; the channel closes
-// when they have all stopped.
-func startWorkers(ctx context.Context, cfg Config, svc *scheduler.Service, containers worker.Containers, log *slog.Logger) <-chan struct{} {
-	done := make(chan struct{})
-	host, _ := os.Hostname()
-	finished := make(chan struct{}, max(cfg.Agents, 1))
-	for i := range cfg.Agents {
-		name := fmt.Sprintf("%s-local-%d", host, i+1)
-		w := &worker.Worker{
-			ID: stableID(cfg.DataDir, name), Labels: cfg.AgentLabels, Concurrency: 1,
-			Dir: filepath.Join(cfg.DataDir, "workspaces"), HostOnly: cfg.HostOnly, Control: svc,
-			Heartbeat: localHeartbeat(cfg), Logger: log.With("worker", i+1), Containers: containers,
-			Runner: spec.Runner{Name: name, OS: runtime.GOOS, Arch: runtime.GOARCH},
-		}
-		_, err := svc.Register(ctx, store.Agent{
-			ID: w.ID, Name: name, Labels: w.Labels, Capacity: w.Concurrency, Version: scheduler.InProcess,
-			OS: runtime.GOOS, Arch: runtime.GOARCH,
-		})
-		if err != nil {
-			log.Error("register in-process worker", "err", err)
-		}
-		go func() { w.Run(ctx, svc); finished <- struct{}{} }()
-	}
-	go func() {
-		for range cfg.Agents {
-			<-finished
-		}
-		close(done)
-	}()
-	return done
-}
-
-// recoverLeases settles the jobs that workers held when the server last
-// stopped, before the first sweep: the jobs of in-process workers go back
-// to the queue (those workers died with the server), and the leases of
-// remote agents are renewed, so that each agent has a whole lease to
-// reconnect and report the job it kept running.
-func recoverLeases(ctx context.Context, st store.Store, svc *scheduler.Service, lease time.Duration) error {
+// recoverLeases renews, before the first sweep, the leases of the jobs
+// that agents held when the server last stopped, so that each agent has a
+// whole lease to reconnect and report the job it kept running.
+func recoverLeases(ctx context.Context, st store.Store, lease time.Duration) error {
 	agents, err := st.Agents().List(ctx)
 	if err != nil {
 		return err
 	}
 	for _, a := range agents {
-		if a.Version != scheduler.InProcess {
-			if _, err := st.Jobs().Extend(ctx, a.ID, lease); err != nil {
-				return err
-			}
-			continue
-		}
-		for _, state := range []store.JobState{store.JobAssigned, store.JobRunning} {
-			jobs, err := st.Jobs().List(ctx, store.JobFilter{WorkerID: a.ID, State: state})
-			if err != nil {
-				return err
-			}
-			for _, j := range jobs {
-				if err := svc.FailLease(ctx, j.Lease(), "the server restarted"); err != nil {
-					return err
-				}
-			}
+		if _, err := st.Jobs().Extend(ctx, a.ID, lease); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -363,8 +314,8 @@ type livePublisher struct{ nc *nats.Conn }
 
 func (p livePublisher) Publish(subject string, payload []byte) { p.nc.Publish(subject, payload) }
 
-// stableID is a UUID made from the data directory and a name, so that an
-// in-process worker keeps its agent identity across restarts.
+// stableID is a UUID made from the data directory and a name: the same
+// for a server across restarts.
 func stableID(dataDir, name string) string {
 	abs, _ := filepath.Abs(dataDir)
 	h := sha256.Sum256([]byte(abs + "\x00" + name))
@@ -376,9 +327,9 @@ func stableID(dataDir, name string) string {
 // newAgentService makes the agents' gRPC service (nil when cfg.GRPCAddr is
 // empty) with its PKI: the CA from --tls-ca or the data directory, and the
 // listener's certificate from --tls-cert/--tls-key or issued by the CA.
-func newAgentService(cfg Config, st store.Store, svc *scheduler.Service, live scheduler.Publisher, log *slog.Logger) (*agentsvc.Server, error) {
+func newAgentService(cfg Config, st store.Store, svc *scheduler.Service, live scheduler.Publisher, log *slog.Logger) (*agentsvc.Server, *pki.CA, error) {
 	if cfg.GRPCAddr == "" {
-		return nil, nil
+		return nil, nil, nil
 	}
 	var ca *pki.CA
 	var err error
@@ -388,28 +339,29 @@ func newAgentService(cfg Config, st store.Store, svc *scheduler.Service, live sc
 		ca, err = pki.LoadOrCreateCA(cfg.DataDir)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("--tls-ca: %w", err)
+		return nil, nil, fmt.Errorf("--tls-ca: %w", err)
 	}
 	var cert tls.Certificate
 	switch {
 	case cfg.TLSCert != "" && cfg.TLSKey != "":
 		if cert, err = tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey); err != nil {
-			return nil, fmt.Errorf("--tls-cert, --tls-key: %w", err)
+			return nil, nil, fmt.Errorf("--tls-cert, --tls-key: %w", err)
 		}
 	case cfg.TLSCert != "" || cfg.TLSKey != "":
-		return nil, errors.New("--tls-cert and --tls-key go together")
+		return nil, nil, errors.New("--tls-cert and --tls-key go together")
 	default:
 		if cert, err = ca.IssueServerCert(serverHosts(cfg.GRPCAddr)); err != nil {
-			return nil, fmt.Errorf("the agent endpoint's certificate: %w (give --tls-cert and --tls-key)", err)
+			return nil, nil, fmt.Errorf("the agent endpoint's certificate: %w (give --tls-cert and --tls-key)", err)
 		}
 	}
 	if ca.Key == nil {
 		log.Warn("the CA has no private key: agents cannot register with this server", "tls_ca", cfg.TLSCA)
 	}
 	log.Info("agent endpoint", "grpc", cfg.GRPCAddr, "ca_fingerprint", ca.Fingerprint())
-	return agentsvc.New(agentsvc.Config{
+	agents, err := agentsvc.New(agentsvc.Config{
 		Store: st, Control: svc, CA: ca, Certificate: cert, Live: live, Logger: log,
 	})
+	return agents, ca, err
 }
 
 // serverHosts are the names of the agent endpoint's certificate: loopback,
@@ -482,14 +434,4 @@ func newProvider(ctx context.Context, cfg Config, agents *agentsvc.Server, log *
 		Pool:         cmp.Or(cfg.WorkerPool, stableID(cfg.DataDir, "worker-pool")),
 		DockerSocket: cfg.WorkerDockerSocket, DataRoot: dataRoot,
 	}), func() { eng.Close() }, nil
-}
-
-// localHeartbeat is the heartbeat interval of in-process workers: often
-// enough for their leases.
-func localHeartbeat(cfg Config) time.Duration {
-	d := cfg.Lease
-	if d <= 0 {
-		d = 30 * time.Second // the scheduler's default lease
-	}
-	return max(d/3, 100*time.Millisecond)
 }

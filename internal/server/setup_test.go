@@ -14,11 +14,12 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/oxide-ci/oxide/internal/server/api"
+	"github.com/oxide-ci/oxide/internal/testkit"
 )
 
 // testConfig is the server's default configuration (as its flags declare
-// it) for a test: a fresh data directory, free ports, one in-process
-// worker that runs every job on the host.
+// it) for a test: a fresh data directory, free ports, its own agent with
+// one slot that runs every job on the host.
 func testConfig(t *testing.T) Config {
 	t.Helper()
 	var cfg Config
@@ -27,6 +28,7 @@ func testConfig(t *testing.T) Config {
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.GRPCAddr = "127.0.0.1:0"
 	cfg.Agents = 1
+	cfg.AgentDir = testkit.SharedDir(t)
 	cfg.HostOnly = true
 	return cfg
 }

@@ -1,10 +1,11 @@
 package server
 
 import (
-	"github.com/oxide-ci/oxide/internal/testkit"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/oxide-ci/oxide/internal/testkit"
 
 	"github.com/oxide-ci/oxide/internal/store"
 	"github.com/oxide-ci/oxide/internal/store/sqlite"
@@ -19,9 +20,10 @@ stages:
         run: echo napping; sleep 1; echo woke
 `
 
-// TestGracefulShutdown cancels Run's context while a step sleeps: Run
-// returns nil promptly, and the data directory opens again, both as a
-// database and as a server.
+// TestGracefulShutdown cancels Run's context while a step sleeps: the own
+// agent lets the job end within its grace and reports it, Run returns nil
+// promptly, and the data directory opens again, both as a database and as
+// a server.
 func TestGracefulShutdown(t *testing.T) {
 	cfg := testConfig(t)
 	s := startServer(t, cfg)
@@ -75,12 +77,10 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Known gaps, reported as skips so that -v shows them; each passes once
-	// fixed.
-	// A shutdown hands the running job back: it is queued for its next
-	// attempt, and the run goes on after the restart.
-	if r.Status.Done() || j.State != store.JobQueued || j.Attempt != 1 {
-		t.Errorf("after shutdown: run %s, job %s attempt %d; want the run going on and its job queued again", r.Status, j.State, j.Attempt)
+	// The job ended within the agent's grace, and the server took its
+	// report before it stopped.
+	if r.Status != store.RunSuccess || j.State != store.JobSucceeded || j.Attempt != 1 {
+		t.Errorf("after shutdown: run %s, job %s attempt %d; want both done with success", r.Status, j.State, j.Attempt)
 	}
 
 	// Run publishes what the outbox holds before it returns.
@@ -88,11 +88,17 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Errorf("%d events left unpublished after shutdown", len(pending))
 	}
 
-	// The server starts again on the same data directory and the handed
-	// back job runs to success.
+	// The server starts again on the same data directory, its own agent
+	// with the identity it had.
 	s2 := s.restart(t)
-	testkit.Until(t, 2*cfg.Lease+30*time.Second, func() (bool, string) {
-		s2.call(t, "GET", "/api/v1/runs/"+id, s2.Token, nil).want(t, 200, &run)
+	s2.call(t, "POST", "/api/v1/pipelines/"+p.ID+"/runs", s2.Token, map[string]any{}).want(t, 201, &run)
+	testkit.Until(t, 30*time.Second, func() (bool, string) {
+		s2.call(t, "GET", "/api/v1/runs/"+run.ID, s2.Token, nil).want(t, 200, &run)
 		return run.Status == string(store.RunSuccess), "run status " + run.Status
 	})
+	var agents struct{ Items []struct{ ID string } }
+	s2.call(t, "GET", "/api/v1/agents", s2.Token, nil).want(t, 200, &agents)
+	if len(agents.Items) != 1 {
+		t.Errorf("agents after the restart: %+v, want the one own agent", agents.Items)
+	}
 }

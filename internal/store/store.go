@@ -734,6 +734,9 @@ type Worker struct {
 	AgentID  string      `json:"agent_id,omitempty"` // set when its agent registered
 	Handle   string      `json:"handle,omitempty"`   // the provider's name for it: a container ID
 	Error    string      `json:"error,omitempty"`    // why it failed or was terminated early
+	// Isolation, for the server's own agent, is what keeps its jobs from
+	// the server's files: "user oxide-runner (uid 998)", or "none: why".
+	Isolation string `json:"isolation,omitempty"`
 	// Deadline is when a provisioning worker whose agent has not
 	// registered is given up.
 	Deadline  time.Time `json:"deadline"`

@@ -43,3 +43,20 @@ func Exited(pid int) bool {
 	i := bytes.LastIndexByte(stat, ')')
 	return i > 0 && i+2 < len(stat) && stat[i+2] == 'Z'
 }
+
+// SharedDir is a new directory that every user of the machine may enter
+// (mode 0755; t.TempDir's parents are the test's user's alone), removed
+// when the test ends: the directory of a server's own agent, which runs as
+// another user when the tests run as root.
+func SharedDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "oxide-shared-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}

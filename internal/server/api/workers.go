@@ -20,22 +20,31 @@ const providerTimeout = 5 * time.Second
 var workerStates = []store.WorkerState{store.WorkerProvisioning, store.WorkerReady, store.WorkerTerminating, store.WorkerTerminated, store.WorkerFailed}
 
 type workerJSON struct {
-	ID        string            `json:"id"`
-	Provider  string            `json:"provider"`
-	State     store.WorkerState `json:"state"`
-	AgentID   string            `json:"agent_id,omitempty"`
-	Handle    string            `json:"handle,omitempty"`
-	Error     string            `json:"error,omitempty"`
-	Deadline  time.Time         `json:"deadline"`
-	CreatedAt time.Time         `json:"created_at"`
-	UpdatedAt time.Time         `json:"updated_at"`
+	ID       string            `json:"id"`
+	Provider string            `json:"provider"`
+	State    store.WorkerState `json:"state"`
+	AgentID  string            `json:"agent_id,omitempty"`
+	Handle   string            `json:"handle,omitempty"`
+	Error    string            `json:"error,omitempty"`
+	// Isolation and Isolated are set for a server's own agent: what keeps
+	// its jobs from the server's files, and whether anything does.
+	Isolation string    `json:"isolation,omitempty"`
+	Isolated  *bool     `json:"isolated,omitempty"`
+	Deadline  time.Time `json:"deadline"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 func toWorker(w store.Worker) workerJSON {
-	return workerJSON{
+	out := workerJSON{
 		ID: w.ID, Provider: w.Provider, State: w.State, AgentID: w.AgentID, Handle: w.Handle, Error: w.Error,
-		Deadline: w.Deadline.UTC(), CreatedAt: w.CreatedAt.UTC(), UpdatedAt: w.UpdatedAt.UTC(),
+		Isolation: w.Isolation, Deadline: w.Deadline.UTC(), CreatedAt: w.CreatedAt.UTC(), UpdatedAt: w.UpdatedAt.UTC(),
 	}
+	if w.Isolation != "" {
+		isolated := !strings.HasPrefix(w.Isolation, "none")
+		out.Isolated = &isolated
+	}
+	return out
 }
 
 // listWorkers answers the elastic workers of every provider, newest first,

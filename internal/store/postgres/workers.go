@@ -11,11 +11,11 @@ import (
 
 type workers struct{ *conn }
 
-const workerCols = `id, provider, state, token_id, agent_id, handle, error, deadline, created_at, updated_at`
+const workerCols = `id, provider, state, token_id, agent_id, handle, error, isolation, deadline, created_at, updated_at`
 
 func scanWorker(r pgx.Row) (store.Worker, error) {
 	var w store.Worker
-	err := r.Scan(&w.ID, &w.Provider, &w.State, &w.TokenID, &w.AgentID, &w.Handle, &w.Error, &w.Deadline, &w.CreatedAt, &w.UpdatedAt)
+	err := r.Scan(&w.ID, &w.Provider, &w.State, &w.TokenID, &w.AgentID, &w.Handle, &w.Error, &w.Isolation, &w.Deadline, &w.CreatedAt, &w.UpdatedAt)
 	return w, err
 }
 
@@ -63,8 +63,8 @@ func (t workers) Create(ctx context.Context, w store.Worker) (store.Worker, erro
 	var out store.Worker
 	err := t.write(ctx, func(q querier) (err error) {
 		out, err = scanWorker(q.QueryRow(ctx, `INSERT INTO workers (`+workerCols+`)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now(), now()) RETURNING `+workerCols,
-			w.ID, w.Provider, string(w.State), w.TokenID, w.AgentID, w.Handle, w.Error, w.Deadline))
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now(), now()) RETURNING `+workerCols,
+			w.ID, w.Provider, string(w.State), w.TokenID, w.AgentID, w.Handle, w.Error, w.Isolation, w.Deadline))
 		if err != nil {
 			return err
 		}

@@ -10,11 +10,11 @@ import (
 
 type workers struct{ *conn }
 
-const workerCols = `id, provider, state, token_id, agent_id, handle, error, deadline, created_at, updated_at`
+const workerCols = `id, provider, state, token_id, agent_id, handle, error, isolation, deadline, created_at, updated_at`
 
 func scanWorker(r scanner) (store.Worker, error) {
 	var w store.Worker
-	err := r.Scan(&w.ID, &w.Provider, &w.State, &w.TokenID, &w.AgentID, &w.Handle, &w.Error,
+	err := r.Scan(&w.ID, &w.Provider, &w.State, &w.TokenID, &w.AgentID, &w.Handle, &w.Error, &w.Isolation,
 		timeCol{&w.Deadline}, timeCol{&w.CreatedAt}, timeCol{&w.UpdatedAt})
 	return w, err
 }
@@ -63,8 +63,8 @@ func (t workers) Create(ctx context.Context, w store.Worker) (store.Worker, erro
 	var out store.Worker
 	err := t.write(ctx, func(q querier, now time.Time) (err error) {
 		out, err = scanWorker(q.QueryRowContext(ctx, `INSERT INTO workers (`+workerCols+`)
-			VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9) RETURNING `+workerCols,
-			w.ID, w.Provider, w.State, w.TokenID, w.AgentID, w.Handle, w.Error, ts(w.Deadline), ts(now)))
+			VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) RETURNING `+workerCols,
+			w.ID, w.Provider, w.State, w.TokenID, w.AgentID, w.Handle, w.Error, w.Isolation, ts(w.Deadline), ts(now)))
 		if err != nil {
 			return err
 		}

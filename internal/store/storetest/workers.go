@@ -40,8 +40,11 @@ func testWorkers(t *testing.T, open OpenFunc) {
 	wantErr(t, err, store.ErrInvalid)
 	_, err = ws.Create(ctx, store.Worker{Provider: "docker", State: "bogus"})
 	wantErr(t, err, store.ErrInvalid)
-	c, err := ws.Create(ctx, store.Worker{Provider: "docker", State: store.WorkerReady, AgentID: "agent-c"})
+	c, err := ws.Create(ctx, store.Worker{Provider: "docker", State: store.WorkerReady, AgentID: "agent-c", Isolation: "user runner"})
 	noErr(t, err)
+	if got, err := ws.Get(ctx, c.ID); err != nil || got.Isolation != "user runner" || got.AgentID != "agent-c" {
+		t.Fatalf("Get after Create: %+v, %v", got, err)
+	}
 
 	// List filters by provider and states, oldest first.
 	list := func(provider string, states ...store.WorkerState) []string {
