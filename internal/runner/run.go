@@ -18,7 +18,8 @@ import (
 )
 
 // baseEnvNames are the variables of the runner's own environment that a
-// step inherits; everything else it gets from the job.
+// step on the host inherits (one in a Contained Environment, none);
+// everything else it gets from the job.
 var baseEnvNames = []string{"PATH", "HOME", "USER", "LANG", "LC_ALL", "TERM", "TMPDIR", "SHELL"}
 
 // Run runs job's steps in env and reports their progress to sink: in
@@ -162,9 +163,11 @@ func (r *jobRun) init() {
 	r.masker = NewMasker(masked)
 
 	r.baseEnv = make([]string, 0, len(baseEnvNames)+12+len(job.Matrix))
-	for _, name := range baseEnvNames {
-		if v, ok := os.LookupEnv(name); ok {
-			r.baseEnv = append(r.baseEnv, name+"="+v)
+	if c, ok := r.env.(Contained); !ok || !c.Contained() {
+		for _, name := range baseEnvNames {
+			if v, ok := os.LookupEnv(name); ok {
+				r.baseEnv = append(r.baseEnv, name+"="+v)
+			}
 		}
 	}
 	r.baseEnv = append(r.baseEnv, "CI=true", "OXIDE=true")

@@ -41,6 +41,14 @@ type ScratchDirer interface {
 	ScratchDir() string
 }
 
+// Contained is an optional capability of an Environment whose steps run
+// apart from the runner's machine (a container: its image has its own
+// PATH and HOME). Their processes inherit none of the runner's own
+// variables, only the job's.
+type Contained interface {
+	Contained() bool
+}
+
 // Command is one step attempt to execute.
 type Command struct {
 	Script string   // the step's run, expressions already interpolated

@@ -92,8 +92,12 @@ func TestOwnAgentIsolated(t *testing.T) {
 	if !strings.Contains(log, "Permission denied") {
 		t.Errorf("the job's reads were not refused:\n%s", log)
 	}
-	w := ownWorker(t, s)
-	if iso, _ := w["isolation"].(string); !strings.HasPrefix(iso, "user oxide-runner") || w["state"] != "ready" || w["agent_id"] == "" {
+	var w map[string]any
+	testkit.WaitFor(t, 10*time.Second, "the own agent's worker to be ready", func() bool {
+		w = ownWorker(t, s)
+		return w["state"] == "ready"
+	})
+	if iso, _ := w["isolation"].(string); !strings.HasPrefix(iso, "user oxide-runner") || w["agent_id"] == "" {
 		t.Errorf("own agent's worker: %v; want ready, with its agent, isolated by user oxide-runner", w)
 	}
 }

@@ -106,15 +106,17 @@ func run(t *testing.T, env runner.Environment, ws string, steps []*spec.Step, se
 // TestStepsRunInContainer: steps run in the image (its os-release, not
 // the host's) with the workspace mounted, as the configured user; files
 // they write are on the host; exit codes, outputs and masking work as on
-// the host; nothing is left after Cleanup.
+// the host; the agent's own variables stay out; nothing is left after
+// Cleanup.
 func TestStepsRunInContainer(t *testing.T) {
-	t.Parallel()
+	t.Setenv("HOME", "/agent-home")
+	t.Setenv("LANG", "agent-lang")
 	e, cli, image := engine(t, docker.Options{})
 	ws := t.TempDir()
 	os.WriteFile(filepath.Join(ws, "input.txt"), []byte("from the host\n"), 0o644)
 	env := e.Env("job-basic", &pipeline.Container{Image: image}, ws, "")
 	res, out := run(t, env, ws, []*spec.Step{
-		step("look", `cat /etc/os-release; pwd; echo "ws=$OXIDE_WORKSPACE"; cat input.txt; echo "token=$TOKEN"; echo made > made.txt; echo oops >&2`),
+		step("look", `cat /etc/os-release; pwd; echo "ws=$OXIDE_WORKSPACE"; cat input.txt; echo "token=$TOKEN"; echo made > made.txt; echo oops >&2; env`),
 		step("out", `echo "answer=42" >> "$OXIDE_OUTPUT"`),
 		step("use", `echo "got ${{ steps.out.outputs.answer }}"; exit 3`),
 	}, spec.Secret{Name: "TOKEN", Value: "s3cr3t-value", Masked: true})
@@ -127,6 +129,9 @@ func TestStepsRunInContainer(t *testing.T) {
 	}
 	if strings.Contains(out, "s3cr3t-value") || strings.Contains(string(hostRelease), "Oxide test busybox") {
 		t.Errorf("secret in the output, or the host is the image:\n%s", out)
+	}
+	if strings.Contains(out, "/agent-home") || strings.Contains(out, "agent-lang") || strings.Contains(out, "PATH="+os.Getenv("PATH")+"\n") {
+		t.Errorf("the agent's HOME, LANG or PATH reached the container:\n%s", out)
 	}
 	if b, err := os.ReadFile(filepath.Join(ws, "made.txt")); err != nil || string(b) != "made\n" {
 		t.Errorf("file written in the container: %q, %v", b, err)

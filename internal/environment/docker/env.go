@@ -51,7 +51,14 @@ type Env struct {
 	seq     atomic.Uint64
 }
 
-var _ runner.Environment = (*Env)(nil)
+var (
+	_ runner.Environment = (*Env)(nil)
+	_ runner.Contained   = (*Env)(nil)
+)
+
+// Contained reports that steps run in the container: they get the image's
+// PATH, HOME and the rest, none of the agent's variables.
+func (e *Env) Contained() bool { return true }
 
 // ScratchDir is mounted in the container at its own path: the runner keeps
 // the steps' $OXIDE_OUTPUT files there.
