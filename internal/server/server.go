@@ -138,7 +138,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 	if err != nil {
 		return err
 	}
-	httpServer := newHTTPServer(apiServer, cert, log)
+	httpServer := newHTTPServer(apiServer, ln, cert, log)
 	serveErr := make(chan error, 1)
 	if cert != nil {
 		hupCtx, stopHUP := context.WithCancel(ctx)
