@@ -352,6 +352,11 @@ type Worker struct {
 	AgentID  string      `json:"agent_id,omitempty"` // once its agent registered
 	Handle   string      `json:"handle,omitempty"`   // the provider's name for it: a container ID
 	Error    string      `json:"error,omitempty"`    // why it failed or ended early
+	// Isolation and Isolated are set for a server's own agent: what keeps
+	// its jobs from the server's files ("user oxide-runner (uid 998)", or
+	// "none: why"), and whether anything does.
+	Isolation string `json:"isolation,omitempty"`
+	Isolated  *bool  `json:"isolated,omitempty"`
 	// Deadline is when a provisioning worker whose agent has not
 	// registered is given up.
 	Deadline  time.Time `json:"deadline"`

@@ -11,6 +11,7 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 
 	oxserver "github.com/oxide-ci/oxide/internal/server"
+	"github.com/oxide-ci/oxide/internal/testkit"
 )
 
 // TestServerScripts runs the scripts in testdata/server: the client
@@ -65,7 +66,7 @@ func startServer(t *testing.T) (url, token string) {
 	token = "oxt_test-admin-token-0123456789"
 	t.Setenv("OXIDE_ADMIN_TOKEN", token)
 	cfg := oxserver.Config{
-		DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Agents: 2, HostOnly: true,
+		DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Agents: 2, AgentDir: testkit.SharedDir(t), HostOnly: true,
 		Lease: 10 * time.Second, AgentTimeout: 30 * time.Second,
 	}
 	ctx, cancel := context.WithCancel(context.Background())

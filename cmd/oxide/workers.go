@@ -45,8 +45,9 @@ func newWorkersCmd() *cobra.Command {
 			if err != nil {
 				return apiError(err)
 			}
-			return printList(cmd.OutOrStdout(), output, items, []string{"ID", "PROVIDER", "STATE", "AGENT", "AGE", "ERROR"}, func(w sdk.Worker) []string {
-				return []string{shortID(w.ID), w.Provider, string(w.State), w.AgentID, ago(w.CreatedAt), w.Error}
+			return printList(cmd.OutOrStdout(), output, items, []string{"ID", "PROVIDER", "STATE", "AGENT", "AGE", "ISOLATION", "ERROR"}, func(w sdk.Worker) []string {
+				isolation, _, _ := strings.Cut(w.Isolation, ":")
+				return []string{shortID(w.ID), w.Provider, string(w.State), w.AgentID, ago(w.CreatedAt), isolation, w.Error}
 			})
 		},
 	}

@@ -13,7 +13,7 @@ func TestWorkers(t *testing.T) {
 	clientEnv(t, f.URL, fakeToken)
 
 	r := oxide(t, "", "workers", "list").must(t, 0)
-	has(t, "stdout", r.stdout, `^ID\s+PROVIDER\s+STATE\s+AGENT\s+AGE\s+ERROR\n0b9e2f4c\s+docker\s+ready\s+a1\s+\d+s\s+-\n7d3a1b2c\s+docker\s+failed\s+-\s+\d+s\s+the agent did not register in 1m0s\n$`)
+	has(t, "stdout", r.stdout, `^ID\s+PROVIDER\s+STATE\s+AGENT\s+AGE\s+ISOLATION\s+ERROR\n0b9e2f4c\s+docker\s+ready\s+a1\s+\d+s\s+-\s+-\n7d3a1b2c\s+docker\s+failed\s+-\s+\d+s\s+-\s+the agent did not register in 1m0s\n$`)
 
 	f.requests()
 	r = oxide(t, "", "workers", "list", "--state", "failed,terminated", "--provider", "docker").must(t, 0)

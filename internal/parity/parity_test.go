@@ -1,8 +1,9 @@
 // Package parity_test is the parity suite: every pipeline in examples/ and
 // in testdata/ runs under oxide run (internal/local, in this process), on a
-// real server's in-process worker, and on a real oxide-agent process
-// connected to a real server, on SQLite and (with OXIDE_TEST_POSTGRES) on
-// a real PostgreSQL. It compares, stage instance by stage instance, the
+// real server's own agent (its child process, as another user when the
+// tests run as root), and on a real oxide-agent process connected to a
+// real server, on SQLite and (with OXIDE_TEST_POSTGRES) on a real
+// PostgreSQL. It compares, stage instance by stage instance, the
 // statuses, every step's status, exit code and outputs, the OXIDE_*
 // variables and the log lines: any difference fails.
 package parity_test
@@ -115,7 +116,13 @@ type step struct {
 }
 
 func TestParity(t *testing.T) {
-	t.Setenv("TMPDIR", t.TempDir())    // the retry counters' directory, the same for every path
+	// The retry counters' directory, the same for every path; the server's
+	// own agent may run as another user.
+	tmp := testkit.SharedDir(t)
+	if err := os.Chmod(tmp, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TMPDIR", tmp)
 	t.Setenv("API_TOKEN", secretValue) // examples/secrets.yaml
 	t.Setenv("PARITY_SECRET", secretValue)
 	admin := "oxt_parity-admin-token-0123456789"
@@ -133,10 +140,10 @@ func TestParity(t *testing.T) {
 			if backend == "postgres" {
 				dsn = func() string { return pgtest.DSN(t) }
 			}
-			inproc := startServer(t, admin, dsn(), 1, "")
+			own := startServer(t, admin, dsn(), 1, "")
 			remote := startServer(t, admin, dsn(), 0, freeAddr(t))
 			startAgent(t, remote)
-			for name, srv := range map[string]*testServer{"server worker": inproc, "agent": remote} {
+			for name, srv := range map[string]*testServer{"server worker": own, "agent": remote} {
 				t.Run(name, func(t *testing.T) {
 					for _, c := range cs {
 						got := runRemote(t, srv, c)
@@ -403,15 +410,17 @@ type testServer struct {
 	grpcAddr string
 }
 
-// startServer runs a control plane in this process: with workers
-// in-process workers, and an agent endpoint on grpcAddr when set. An empty
-// dsn is SQLite in a fresh data directory.
+// startServer runs a control plane in this process: with its own agent
+// (workers slots; it gets the secrets' and retry counters' variables), and
+// an agent endpoint on grpcAddr when set. An empty dsn is SQLite in a fresh
+// data directory.
 func startServer(t *testing.T, admin, dsn string, workers int, grpcAddr string) *testServer {
 	t.Helper()
 	var cfg server.Config
 	cfg.Flags(pflag.NewFlagSet("parity", pflag.ContinueOnError))
 	cfg.DataDir, cfg.HTTPAddr, cfg.GRPCAddr, cfg.DatabaseURL = t.TempDir(), "127.0.0.1:0", grpcAddr, dsn
 	cfg.Agents, cfg.HostOnly = workers, true
+	cfg.AgentDir, cfg.AgentEnv = testkit.SharedDir(t), []string{"API_TOKEN", "PARITY_SECRET", "TMPDIR"}
 	ctx, cancel := context.WithCancel(context.Background())
 	addr := make(chan string, 1)
 	done := make(chan error, 1)

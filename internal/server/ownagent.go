@@ -47,6 +47,7 @@ const (
 	ownProviderPrefix = "server:" // the provider of its store.Worker rows
 	ownRegisterTTL    = 10 * time.Minute
 	ownStopWait       = 30 * time.Second // for its jobs to be handed back on shutdown
+	ownOnlineWait     = 10 * time.Second // for it to connect before the server says it is ready
 )
 
 // ownAgent supervises the server's own agent: it starts the child, starts
@@ -66,19 +67,22 @@ type ownAgent struct {
 	isolation string // what keeps its jobs from the server's files, or "none: why"
 	program   string
 	worker    store.Worker
+	online    chan struct{} // closed once its agent first connected
+	onlineOne sync.Once
 }
 
 // startOwnAgent prepares the own agent's directory and user and starts
-// supervising it; the returned function stops it and waits.
-func startOwnAgent(ctx context.Context, cfg Config, st store.Store, agents *agentsvc.Server, ca *pki.CA, grpcAddr string, log *slog.Logger) (stop func(), err error) {
+// supervising it; the returned function stops it and waits. online is
+// closed once the agent first connected.
+func startOwnAgent(ctx context.Context, cfg Config, st store.Store, agents *agentsvc.Server, ca *pki.CA, grpcAddr string, log *slog.Logger) (stop func(), online <-chan struct{}, err error) {
 	if ca.Key == nil {
-		return nil, errors.New("--agents: the server's own agent cannot register: the CA (--tls-ca) has no private key; use --agents 0 and agents registered elsewhere")
+		return nil, nil, errors.New("--agents: the server's own agent cannot register: the CA (--tls-ca) has no private key; use --agents 0 and agents registered elsewhere")
 	}
-	o := &ownAgent{cfg: cfg, st: st, agents: agents, ca: ca, server: dialAddr(grpcAddr), log: log.With("agent", "own")}
+	o := &ownAgent{cfg: cfg, st: st, agents: agents, ca: ca, server: dialAddr(grpcAddr), log: log.With("agent", "own"), online: make(chan struct{})}
 	host, _ := os.Hostname()
 	o.provider = ownProviderPrefix + stableID(cfg.DataDir, host)[:8]
 	if err := o.prepare(); err != nil {
-		return nil, fmt.Errorf("the server's own agent: %w", err)
+		return nil, nil, fmt.Errorf("the server's own agent: %w", err)
 	}
 	if o.cred == nil {
 		o.log.Warn("JOBS ARE NOT ISOLATED FROM THIS SERVER: " + o.isolation)
@@ -88,21 +92,21 @@ func startOwnAgent(ctx context.Context, cfg Config, st store.Store, agents *agen
 	// Rows of an earlier life of this server's own agent are over.
 	old, err := st.Workers().List(ctx, o.provider, store.WorkerProvisioning, store.WorkerReady, store.WorkerTerminating)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for _, w := range old {
 		if _, err := st.Workers().Update(ctx, w.ID, store.WorkerUpdate{State: store.WorkerTerminated, Error: "the server restarted"}); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	o.worker, err = st.Workers().Create(ctx, store.Worker{Provider: o.provider, Isolation: o.isolation})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() { o.supervise(runCtx); close(done) }()
-	return func() { cancel(); <-done }, nil
+	return func() { cancel(); <-done }, o.online, nil
 }
 
 // prepare makes the directory and, as root, the user.
@@ -343,8 +347,13 @@ func (o *ownAgent) runOnce(ctx context.Context) error {
 	args := []string{agentcmd.ChildArg,
 		"--server", o.server, "--data-dir", data, "--ca", filepath.Join(o.dir, agent.CAFile),
 		"--concurrency", strconv.Itoa(o.cfg.Agents), "--name", ownName(),
-		"--labels", strings.Join(o.cfg.AgentLabels, ","), "--heartbeat", ownHeartbeat(o.cfg).String(),
-		"--docker", o.cfg.Docker, "--log-level", o.cfg.LogLevel, "--log-format", "json",
+		"--labels", strings.Join(o.cfg.AgentLabels, ","), "--heartbeat", ownHeartbeat(o.cfg).String(), "--log-format", "json",
+	}
+	if o.cfg.Docker != "" {
+		args = append(args, "--docker", o.cfg.Docker)
+	}
+	if o.cfg.LogLevel != "" {
+		args = append(args, "--log-level", o.cfg.LogLevel)
 	}
 	if o.cfg.HostOnly {
 		args = append(args, "--host-only")
@@ -378,16 +387,20 @@ func (o *ownAgent) runOnce(ctx context.Context) error {
 		forwarded.Wait()
 		waited <- cmd.Wait()
 	}()
-	registered := time.NewTicker(100 * time.Millisecond)
-	defer registered.Stop()
+	connected := time.NewTicker(20 * time.Millisecond)
+	defer connected.Stop()
 	for {
 		select {
 		case err := <-waited:
 			return err
-		case <-registered.C:
-			if id, err := agent.LoadIdentity(data); err == nil {
+		case <-connected.C:
+			id, err := agent.LoadIdentity(data)
+			if err != nil {
+				continue
+			}
+			if a, err := o.st.Agents().Get(ctx, id.AgentID); err == nil && a.Status != store.AgentOffline && a.Status != store.AgentLost {
 				o.setReady(id.AgentID, cmd.Process.Pid)
-				registered.Stop()
+				connected.Stop()
 			}
 		case <-ctx.Done():
 			cmd.Process.Signal(syscall.SIGTERM)
@@ -469,7 +482,9 @@ func (o *ownAgent) environ(token string) []string {
 	return env
 }
 
+// setReady records that the agent, started as pid, is connected.
 func (o *ownAgent) setReady(agentID string, pid int) {
+	o.onlineOne.Do(func() { close(o.online) })
 	w, err := o.st.Workers().Update(context.Background(), o.worker.ID, store.WorkerUpdate{
 		State: store.WorkerReady, AgentID: agentID, Handle: fmt.Sprintf("pid %d", pid),
 	})

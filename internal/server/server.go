@@ -174,12 +174,20 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 	}
 	stopOwnAgent := func() {}
 	if cfg.Agents > 0 {
-		if stopOwnAgent, err = startOwnAgent(ctx, cfg, st, agents, ca, grpcAddr, log); err != nil {
+		var online <-chan struct{}
+		if stopOwnAgent, online, err = startOwnAgent(ctx, cfg, st, agents, ca, grpcAddr, log); err != nil {
 			stopWork()
 			<-done
 			agents.Stop(ctx)
 			httpServer.Close()
 			return err
+		}
+		// Ready means ready to run jobs: wait a little for the own agent.
+		select {
+		case <-online:
+		case <-time.After(ownOnlineWait):
+			log.Warn("the server's own agent has not connected yet", "after", ownOnlineWait)
+		case <-ctx.Done():
 		}
 	}
 	var scaling sync.WaitGroup
