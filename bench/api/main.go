@@ -14,10 +14,11 @@
 // default level (info) into io.Discard: the log's formatting is counted,
 // the terminal is not.
 //
-// Memory: it builds ./cmd/oxide-server, starts it with its defaults (one
-// in-process worker) on a temporary data directory, waits for /health,
-// lets it idle for 2 s and reads VmRSS and VmHWM from /proc/PID/status; then
-// it sends SIGTERM and checks that the server exits 0.
+// Memory: it builds ./cmd/oxide-server, starts it with its defaults (its
+// own agent is a child process, not counted) on a temporary data
+// directory, waits for /health, lets it idle for 2 s and reads VmRSS and
+// VmHWM from /proc/PID/status; then it sends SIGTERM and checks that the
+// server exits 0.
 package main
 
 import (
@@ -334,7 +335,7 @@ func idleMemory() error {
 	}
 	stopped := time.Since(termAt)
 
-	fmt.Printf("oxide-server idle (defaults: SQLite, embedded NATS, 1 in-process worker), answering /health after %s\n", up.Round(time.Millisecond))
+	fmt.Printf("oxide-server idle (defaults: SQLite, embedded NATS, its own agent), answering /health after %s\n", up.Round(time.Millisecond))
 	fmt.Printf("VmRSS %.1f MiB, VmHWM %.1f MiB (2s after the first /health)\n", float64(rss)/1024, float64(hwm)/1024)
 	if exitErr != nil {
 		return fmt.Errorf("oxide-server after SIGTERM: %v, want exit 0:\n%s", exitErr, stderr.String())

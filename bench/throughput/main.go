@@ -3,8 +3,8 @@
 //	go run ./bench/throughput [-n 5000] [-agents 4] [-concurrency 4] [-sim 1000]
 //
 // Job throughput: no-op jobs (`true`, on the host) go server → agents →
-// completion. The server runs in this process (server.Run, no in-process
-// workers) on PostgreSQL when OXIDE_TEST_POSTGRES is set (a fresh schema,
+// completion. The server runs in this process (server.Run, no agent of
+// its own) on PostgreSQL when OXIDE_TEST_POSTGRES is set (a fresh schema,
 // dropped at the end; scripts/postgres.sh starts a server) and otherwise on
 // SQLite in a temporary data directory; -agents real oxide-agent processes,
 // built from ./cmd/oxide-agent, register with bootstrap tokens from the
@@ -21,14 +21,15 @@
 //
 // Both are printed with their ratios to the target, 2,000 jobs/s. The
 // baseline, in the same run on a fresh database of the same kind, is the
-// server with 4 in-process workers (--agents 4, one slot each) and no
-// agent processes (its queue drain starts with the server's restart): the
-// difference is the cost of the agent protocol and processes. CPU time per
+// server's own agent with 4 slots (--agents 4: one child process, as the
+// server's user) and no other agent (its queue drain starts with the
+// server's restart): the difference is the cost of four processes against
+// one. The own agent's CPU is counted with neither figure. CPU time per
 // job is printed too: this process's (the server and the API clients), and
 // the agents' with their job processes (/proc/PID/stat).
 //
 // Server memory with agents: ./cmd/oxide-server, built and run as its own
-// process (SQLite, no in-process workers) so that its VmRSS is its alone.
+// process (SQLite, --agents 0) so that its VmRSS is its alone.
 // After it idles for 3 s its VmRSS is read; then this process registers
 // -sim simulated agents (a bootstrap token each from the REST API, a key
 // and CSR each, Register over gRPC), reads VmRSS again, opens one Connect
@@ -82,7 +83,7 @@ const (
 )
 
 func main() {
-	agentcmd.RunIfChild("bench") // the own agent of the in-process workers' server
+	agentcmd.RunIfChild("bench") // the own agent of the baseline's server
 	n := flag.Int("n", 5000, "no-op jobs in each throughput run")
 	agents := flag.Int("agents", 4, "oxide-agent processes")
 	concurrency := flag.Int("concurrency", 4, "slots of each oxide-agent")
@@ -124,7 +125,7 @@ func run(n, agents, concurrency, sim int) error {
 	}
 	local, err := throughput(filepath.Join(dir, "local"), admin, n, setup{workers: baselineWorkers})
 	if err != nil {
-		return fmt.Errorf("in-process workers: %w", err)
+		return fmt.Errorf("the server's own agent: %w", err)
 	}
 	fmt.Printf("%-44s  %-18s  %s\n", "", "queue drain", "end to end (submitted while running)")
 	fmt.Printf("%-44s  %7s %10s  %7s %8s %7s %10s\n", "", "jobs/s", "ratio", "submit", "complete", "jobs/s", "ratio")
@@ -132,19 +133,19 @@ func run(n, agents, concurrency, sim int) error {
 		fmt.Printf("%-44s  %7.0f %10.2f  %7s %8s %7.0f %10.2f\n", name,
 			r.drainRate(n), r.drainRate(n)/base.drainRate(n), secs(r.submitted), secs(r.took), r.rate(n), r.rate(n)/base.rate(n))
 	}
-	row(fmt.Sprintf("%d in-process workers × 1 slot (baseline)", baselineWorkers), local, local)
+	row(fmt.Sprintf("the server's own agent × %d slots (baseline)", baselineWorkers), local, local)
 	row(fmt.Sprintf("%d oxide-agent processes × %d slots (gRPC/mTLS)", agents, concurrency), remote, local)
 	fmt.Println()
 	fmt.Printf("target ≥ %d jobs/s, server → %d agents → completion: %s; end to end %.0f jobs/s (%.2f of the target), queue drain %.0f jobs/s (%.2f)\n",
 		targetJobsPerSec, agents, verdict(remote.rate(n) >= targetJobsPerSec), remote.rate(n), remote.rate(n)/targetJobsPerSec,
 		remote.drainRate(n), remote.drainRate(n)/targetJobsPerSec)
-	fmt.Printf("submission alone (POST /api/v1/jobs, %d clients): %.0f jobs/s with agents running, %.0f with in-process workers\n",
+	fmt.Printf("submission alone (POST /api/v1/jobs, %d clients): %.0f jobs/s with agents running, %.0f with the server's own agent\n",
 		submitters, float64(n)/remote.submitted.Seconds(), float64(n)/local.submitted.Seconds())
 	perJob := func(d time.Duration) string {
 		return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)/float64(n))
 	}
-	fmt.Printf("CPU per job, end to end (%d cores): in-process workers: this process (server, API clients) %s, job processes %s;\n",
-		runtime.NumCPU(), perJob(local.cpu.self), perJob(local.cpu.children))
+	fmt.Printf("CPU per job, end to end (%d cores): own agent: this process (server, API clients) %s, the agent process with its job processes %s;\n",
+		runtime.NumCPU(), perJob(local.cpu.self), perJob(local.cpu.agents))
 	fmt.Printf("  agents: this process (server, API clients) %s, agent processes with their job processes %s\n",
 		perJob(remote.cpu.self), perJob(remote.cpu.agents))
 
@@ -158,7 +159,7 @@ func run(n, agents, concurrency, sim int) error {
 	return nil
 }
 
-// setup is what runs the jobs: oxide-agent processes, or in-process
+// setup is what runs the jobs: oxide-agent processes, or the server's own
 // workers.
 type setup struct {
 	agentBin    string
@@ -181,7 +182,7 @@ func (r result) drainRate(n int) float64 { return float64(n) / r.drain.Seconds()
 // throughput runs a server on a fresh database and measures two things.
 // Queue drain: n jobs are queued while nothing can take them, then the
 // workers start (oxide-agent processes, registered before; or the server
-// starts again with in-process workers) and run them all. End to end: n
+// starts again with its own agent) and run them all. End to end: n
 // more jobs are submitted while the workers run, timed from the first
 // submit to the last job succeeded.
 func throughput(dir, admin string, n int, s setup) (res result, err error) {
@@ -248,6 +249,14 @@ func throughput(dir, admin string, n int, s setup) (res result, err error) {
 		}
 		c = newClient(srv.url, admin, submitters)
 	}
+	var pids []int // of the agent processes, the server's own included
+	if s.workers > 0 {
+		pid, err := ownAgentPID(ctx, st)
+		if err != nil {
+			return res, err
+		}
+		pids = append(pids, pid)
+	}
 	var procs []*agentProcess
 	defer func() {
 		for _, p := range procs {
@@ -260,13 +269,14 @@ func throughput(dir, admin string, n int, s setup) (res result, err error) {
 			return res, err
 		}
 		procs = append(procs, p)
+		pids = append(pids, p.cmd.Process.Pid)
 	}
 	if err := waitSucceeded(ctx, st, n, procs); err != nil {
 		return res, err
 	}
 	res.drain = time.Since(start)
 
-	before := cpuNow(procs)
+	before := cpuNow(pids)
 	start = time.Now()
 	if err := submit(); err != nil {
 		return res, err
@@ -276,8 +286,30 @@ func throughput(dir, admin string, n int, s setup) (res result, err error) {
 		return res, err
 	}
 	res.took = time.Since(start)
-	res.cpu = cpuNow(procs).sub(before)
+	res.cpu = cpuNow(pids).sub(before)
 	return res, nil
+}
+
+// ownAgentPID waits for the server's own agent to be ready and returns its
+// process ID, from the handle of its worker row ("pid N").
+func ownAgentPID(ctx context.Context, st store.Store) (int, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		ws, err := st.Workers().List(ctx, "", store.WorkerReady)
+		if err != nil {
+			return 0, err
+		}
+		for _, w := range ws {
+			var pid int
+			if strings.HasPrefix(w.Provider, "server:") && w.Handle != "" {
+				if _, err := fmt.Sscanf(w.Handle, "pid %d", &pid); err == nil {
+					return pid, nil
+				}
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return 0, errors.New("the server's own agent was not ready in 30s")
 }
 
 // waitSucceeded waits until the store counts n jobs succeeded.
@@ -309,24 +341,22 @@ func waitSucceeded(ctx context.Context, st store.Store, n int, procs []*agentPro
 	}
 }
 
-// cpuUse is CPU time: of this process (the server, the API clients), of
-// its reaped children (the job processes of in-process workers), and of
-// the agent processes with their reaped children (their job processes).
-type cpuUse struct{ self, children, agents time.Duration }
+// cpuUse is CPU time: of this process (the server, the API clients), and
+// of the agent processes with their reaped children (their job processes).
+type cpuUse struct{ self, agents time.Duration }
 
-func cpuNow(procs []*agentProcess) cpuUse {
-	var self, children syscall.Rusage
+func cpuNow(pids []int) cpuUse {
+	var self syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &self)
-	syscall.Getrusage(syscall.RUSAGE_CHILDREN, &children)
-	u := cpuUse{self: rusageCPU(self), children: rusageCPU(children)}
-	for _, p := range procs {
-		u.agents += procCPU(p.cmd.Process.Pid)
+	u := cpuUse{self: rusageCPU(self)}
+	for _, pid := range pids {
+		u.agents += procCPU(pid)
 	}
 	return u
 }
 
 func (u cpuUse) sub(v cpuUse) cpuUse {
-	return cpuUse{u.self - v.self, u.children - v.children, u.agents - v.agents}
+	return cpuUse{u.self - v.self, u.agents - v.agents}
 }
 
 func rusageCPU(r syscall.Rusage) time.Duration {

@@ -118,7 +118,7 @@ func agentMemory(dir, bin, admin string, n int) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("oxide-server memory (its own process, SQLite, no in-process workers), VmRSS from /proc/PID/status:\n")
+	fmt.Printf("oxide-server memory (its own process, SQLite, --agents 0), VmRSS from /proc/PID/status:\n")
 	fmt.Printf("  %-62s %6.1f MiB\n", "idle, after 3s", mib(idle))
 	fmt.Printf("  %-62s %6.1f MiB\n", fmt.Sprintf("%d agents registered (in %s), no stream yet", n, registered.Round(time.Millisecond)), mib(afterRegister))
 	fmt.Printf("  %-62s %6.1f MiB (VmHWM %.1f MiB), %.1fx idle\n",

@@ -38,8 +38,8 @@ func TestTwoServersOnePostgres(t *testing.T) {
 		services, stores = append(services, svc), append(stores, st)
 		go svc.Run(wctx, 100*time.Millisecond)
 		for k := range 2 {
-			w := &worker.Worker{ID: fmt.Sprintf("server%d-worker%d", i, k), Concurrency: 2, Dir: t.TempDir(), Poll: 20 * time.Millisecond, Control: svc}
-			go w.Run(wctx, svc)
+			w := &worker.Worker{ID: fmt.Sprintf("server%d-worker%d", i, k), Dir: t.TempDir(), Control: svc}
+			go runWorker(wctx, svc, w, 2, 20*time.Millisecond)
 		}
 	}
 	out := filepath.Join(t.TempDir(), "ran")

@@ -45,8 +45,8 @@ func setupStore(t *testing.T, workers int, wrap func(store.Store) store.Store) *
 	go func() {
 		defer close(done)
 		for i := range workers {
-			w := &worker.Worker{ID: "w" + string(rune('1'+i)), Concurrency: 2, Dir: t.TempDir(), Poll: 50 * time.Millisecond, Grace: 200 * time.Millisecond, Control: svc}
-			go w.Run(wctx, svc)
+			w := &worker.Worker{ID: "w" + string(rune('1'+i)), Dir: t.TempDir(), Grace: 200 * time.Millisecond, Control: svc}
+			go runWorker(wctx, svc, w, 2, 50*time.Millisecond)
 		}
 		svc.Run(wctx, 100*time.Millisecond)
 	}()
@@ -384,10 +384,10 @@ func TestSubmittedJobAndLeaseExpiry(t *testing.T) {
 	if got, _ := b.store.Jobs().Get(ctx, j.ID); got.State != store.JobQueued {
 		t.Fatalf("after the lease expired: %s, want queued", got.State)
 	}
-	w := &worker.Worker{ID: "real", Dir: t.TempDir(), Poll: 20 * time.Millisecond, Control: b.svc}
+	w := &worker.Worker{ID: "real", Dir: t.TempDir(), Control: b.svc}
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go w.Run(wctx, b.svc)
+	go runWorker(wctx, b.svc, w, 1, 20*time.Millisecond)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		got, _ := b.store.Jobs().Get(ctx, j.ID)

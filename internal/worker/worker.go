@@ -1,8 +1,6 @@
-// Package worker runs claimed jobs: it claims as many jobs as it has free
-// slots, runs each with the runner in a fresh workspace, streams its logs
-// and step progress back in batches, renews its leases with heartbeats and
-// stops a job when the control plane cancels it. The server runs workers
-// in-process (oxide server --agents N); agents run the same loop over gRPC.
+// Package worker runs the jobs an agent is handed: each with the runner in
+// a fresh workspace, its logs and step progress streamed back in batches,
+// stopped when the control plane cancels it.
 package worker
 
 import (
@@ -12,7 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/oxide-ci/oxide/internal/environment/host"
@@ -34,15 +31,6 @@ type Control interface {
 	OnCancel(jobID string, fn func(reason string)) (unregister func())
 }
 
-// Queue is where a worker in the server's process claims its jobs; an
-// agent has none: the server pushes its jobs, and it Executes them.
-type Queue interface {
-	Claim(ctx context.Context, workerID string, labels []string, limit int) ([]spec.Assignment, error)
-	Heartbeat(ctx context.Context, workerID string) ([]string, error)
-	// Queued returns a channel closed when jobs are next queued.
-	Queued() <-chan struct{}
-}
-
 // Containers makes container environments: docker.Engine.
 type Containers interface {
 	Env(jobID string, c *spec.Container, workspace, registryPassword string) runner.Environment
@@ -51,16 +39,11 @@ type Containers interface {
 // ErrCancelled is the cause of a job stopped by the control plane.
 var ErrCancelled = errors.New("job cancelled")
 
-// Worker runs jobs: those it claims from a Queue (Run), or those it is
-// handed (Execute).
+// Worker runs the jobs it is handed (Execute).
 type Worker struct {
-	ID          string
-	Labels      []string
-	Concurrency int           // jobs at once; default 1
-	Dir         string        // workspaces are made beneath it
-	Poll        time.Duration // claim interval when not woken; default 1s
-	Heartbeat   time.Duration // default 10s
-	Grace       time.Duration // between SIGTERM and SIGKILL of a cancelled step
+	ID    string
+	Dir   string        // workspaces are made beneath it
+	Grace time.Duration // between SIGTERM and SIGKILL of a cancelled step
 	// Runner is what jobs see as runner.*: the worker's name, OS and
 	// architecture.
 	Runner spec.Runner
@@ -71,88 +54,6 @@ type Worker struct {
 	Containers Containers
 	Control    Control
 	Logger     *slog.Logger
-}
-
-// Run claims jobs from q and runs them until ctx is done, then waits for
-// the jobs it runs (they are cancelled with ctx).
-func (w *Worker) Run(ctx context.Context, q Queue) error {
-	w.defaults()
-	if w.Concurrency <= 0 {
-		w.Concurrency = 1
-	}
-	if w.Poll <= 0 {
-		w.Poll = time.Second
-	}
-	if w.Heartbeat <= 0 {
-		w.Heartbeat = 10 * time.Second
-	}
-	var (
-		wg      sync.WaitGroup
-		mu      sync.Mutex
-		running = map[string]context.CancelCauseFunc{}
-		freed   = make(chan struct{}, w.Concurrency)
-	)
-	defer wg.Wait()
-	beat := time.NewTicker(w.Heartbeat)
-	defer beat.Stop()
-	poll := time.NewTimer(0)
-	defer poll.Stop()
-	for {
-		queued := q.Queued()
-		mu.Lock()
-		free := w.Concurrency - len(running)
-		mu.Unlock()
-		if free > 0 {
-			as, err := q.Claim(ctx, w.ID, w.Labels, free)
-			if err != nil && ctx.Err() == nil {
-				w.Logger.Error("claim", "err", err)
-			}
-			for _, a := range as {
-				jctx, cancel := context.WithCancelCause(ctx)
-				mu.Lock()
-				running[a.Lease.JobID] = cancel
-				mu.Unlock()
-				wg.Go(func() {
-					w.execute(jctx, cancel, a)
-					cancel(nil)
-					mu.Lock()
-					delete(running, a.Lease.JobID)
-					mu.Unlock()
-					freed <- struct{}{}
-				})
-			}
-		}
-		poll.Reset(w.Poll)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-queued:
-		case <-freed:
-		case <-poll.C:
-		case <-beat.C:
-			held, err := q.Heartbeat(ctx, w.ID)
-			if err != nil {
-				w.Logger.Warn("heartbeat", "err", err)
-				continue
-			}
-			mu.Lock()
-			for id, cancel := range running {
-				if !contains(held, id) {
-					cancel(fmt.Errorf("%w: the lease was taken back", ErrCancelled))
-				}
-			}
-			mu.Unlock()
-		}
-	}
-}
-
-func contains(ids []string, id string) bool {
-	for _, x := range ids {
-		if x == id {
-			return true
-		}
-	}
-	return false
 }
 
 func (w *Worker) defaults() {
