@@ -76,7 +76,7 @@ type Config struct {
 func (c *Config) Flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data-dir", "./oxide-data", "directory for the SQLite database, NATS store, keys and the admin token")
 	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8080", "address of the REST and WebSocket API")
-	fs.IntVar(&c.HTTPMaxConns, "http-max-conns", 4096, "open connections of the API at most; beyond, a new one replaces the one that has waited longest for a request (0: no cap)")
+	fs.IntVar(&c.HTTPMaxConns, "http-max-conns", 16384, "open connections of the API at most, lowered to fit the limit of open files; more wait to be accepted (0: as many as that limit allows)")
 	fs.IntVar(&c.HTTPMaxConnsPerIP, "http-max-conns-per-ip", 256, "open connections of the API from one client IP at most; more are closed at once (0: no cap; behind a proxy, all clients are its IP)")
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", "127.0.0.1:9090", "address agents connect to (gRPC over TLS); empty: no agent endpoint")
 	fs.StringVar(&c.DatabaseURL, "database-url", "", "PostgreSQL URL (postgres://…); default SQLite in the data directory")

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/net/netutil"
 )
 
 // Timeouts of the REST/WebSocket API's connections. readTimeout bounds
@@ -21,22 +23,20 @@ import (
 // net/http clears a connection's deadlines when the handler takes it over.
 const (
 	readHeaderTimeout = 10 * time.Second
-	readTimeout       = time.Minute
-	idleTimeout       = 2 * time.Minute
+	// reservedFiles are the open files kept from the API's connections for
+	// the rest of the server: database, NATS, agents' streams.
+	reservedFiles = 1024
+	readTimeout   = time.Minute
+	idleTimeout   = 2 * time.Minute
 )
 
-// newHTTPServer returns the API's server on ln: HTTP/1.1 (WebSocket
-// upgrades need it), over TLS with cert's certificate when cert is not nil.
-// Its connection errors (TLS handshakes, timeouts) are logged at debug
-// level. When ln is a *capListener, the server tells it which connections
-// are serving a request.
-func newHTTPServer(h http.Handler, ln net.Listener, cert *certificate, log *slog.Logger) *http.Server {
+// newHTTPServer returns the API's server: HTTP/1.1 (WebSocket upgrades
+// need it), over TLS with cert's certificate when cert is not nil. Its
+// connection errors (TLS handshakes, timeouts) are logged at debug level.
+func newHTTPServer(h http.Handler, cert *certificate, log *slog.Logger) *http.Server {
 	srv := &http.Server{
 		Handler: h, ReadHeaderTimeout: readHeaderTimeout, ReadTimeout: readTimeout, IdleTimeout: idleTimeout,
 		Protocols: new(http.Protocols), ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-	}
-	if capped, ok := ln.(*capListener); ok {
-		capped.track(srv)
 	}
 	srv.Protocols.SetHTTP1(true)
 	if cert != nil {
@@ -46,8 +46,8 @@ func newHTTPServer(h http.Handler, ln net.Listener, cert *certificate, log *slog
 }
 
 // listenHTTP listens on cfg.HTTPAddr, holding at most cfg.HTTPMaxConns
-// connections (see capListener) and closing at once a client's connection
-// beyond cfg.HTTPMaxConnsPerIP; 0 lifts either cap.
+// connections (further clients wait to be accepted) and closing at once a
+// client's connection beyond cfg.HTTPMaxConnsPerIP; 0 lifts either cap.
 func listenHTTP(cfg Config) (net.Listener, error) {
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -57,7 +57,7 @@ func listenHTTP(cfg Config) (net.Listener, error) {
 		ln = &perIPListener{Listener: ln, max: cfg.HTTPMaxConnsPerIP, open: map[string]int{}}
 	}
 	if cfg.HTTPMaxConns > 0 {
-		ln = newCapListener(ln, cfg.HTTPMaxConns)
+		ln = netutil.LimitListener(ln, cfg.HTTPMaxConns)
 	}
 	return ln, nil
 }
@@ -111,111 +111,6 @@ type ipConn struct {
 func (c *ipConn) Close() error {
 	c.release()
 	return c.Conn.Close()
-}
-
-// capListener holds at most max connections. A connection beyond the cap
-// takes the place of the one that has waited longest for a request: one
-// whose client has not sent its headers yet (a slow client, or clients
-// holding connections open to exhaust the server: they cannot lock others
-// out), or an idle keep-alive one. Only when every connection is serving a
-// request does a new one wait to be accepted.
-type capListener struct {
-	net.Listener
-	max   int
-	mu    sync.Mutex
-	conns map[*cappedConn]struct{}
-	freed chan struct{} // a token each time a connection closes
-}
-
-func newCapListener(ln net.Listener, max int) *capListener {
-	return &capListener{Listener: ln, max: max, conns: map[*cappedConn]struct{}{}, freed: make(chan struct{}, 1)}
-}
-
-// cappedConn is a connection counted by a capListener until it is closed.
-type cappedConn struct {
-	net.Conn
-	l       *capListener
-	once    sync.Once
-	serving bool      // between a request's headers and its response; guarded by l.mu
-	waiting time.Time // since when it waits for a request; guarded by l.mu
-}
-
-func (c *cappedConn) Close() error {
-	c.once.Do(func() {
-		c.l.mu.Lock()
-		delete(c.l.conns, c)
-		c.l.mu.Unlock()
-		select {
-		case c.l.freed <- struct{}{}:
-		default:
-		}
-	})
-	return c.Conn.Close()
-}
-
-func (l *capListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	for {
-		l.mu.Lock()
-		if len(l.conns) < l.max {
-			cc := &cappedConn{Conn: c, l: l, waiting: time.Now()}
-			l.conns[cc] = struct{}{}
-			l.mu.Unlock()
-			return cc, nil
-		}
-		var oldest *cappedConn
-		for cc := range l.conns {
-			if !cc.serving && (oldest == nil || cc.waiting.Before(oldest.waiting)) {
-				oldest = cc
-			}
-		}
-		l.mu.Unlock()
-		if oldest != nil {
-			oldest.Close()
-			continue
-		}
-		<-l.freed
-	}
-}
-
-// track has srv report which connections serve a request: from the
-// handler's start to its end, or for good once hijacked (a WebSocket).
-func (l *capListener) track(srv *http.Server) {
-	next := srv.Handler
-	srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
-		return context.WithValue(ctx, cappedConnKey{}, c)
-	}
-	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, _ := r.Context().Value(cappedConnKey{}).(net.Conn)
-		l.setServing(c, true)
-		defer l.setServing(c, false)
-		next.ServeHTTP(w, r)
-	})
-	srv.ConnState = func(c net.Conn, st http.ConnState) {
-		if st == http.StateHijacked {
-			l.setServing(c, true)
-		}
-	}
-}
-
-type cappedConnKey struct{}
-
-// setServing marks c, a *cappedConn or a TLS connection over one.
-func (l *capListener) setServing(nc net.Conn, serving bool) {
-	if tc, ok := nc.(*tls.Conn); ok {
-		nc = tc.NetConn()
-	}
-	c, ok := nc.(*cappedConn)
-	if !ok {
-		return
-	}
-	l.mu.Lock()
-	c.serving = serving
-	c.waiting = time.Now()
-	l.mu.Unlock()
 }
 
 // certificate is the API's TLS certificate, read from its files at start

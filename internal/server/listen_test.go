@@ -115,47 +115,6 @@ func TestSlowClientsDoNotStarveOthers(t *testing.T) {
 	}
 }
 
-// The Measure of issue 11 found the total cap a lockout: slow clients
-// spread over enough addresses to fill it made every new client wait for a
-// header timeout. At the cap, a new connection now replaces the one that
-// has waited longest for its headers.
-func TestTotalCapEvictsSlowClients(t *testing.T) {
-	cfg := testConfig(t)
-	cfg.Agents = 0
-	cfg.HTTPMaxConns, cfg.HTTPMaxConnsPerIP = 40, 10
-	s := startServer(t, cfg)
-	addr := strings.TrimPrefix(s.URL, "http://")
-	var held []net.Conn
-	defer func() {
-		for _, c := range held {
-			c.Close()
-		}
-	}()
-	for i := range 2 * cfg.HTTPMaxConns { // from 8 addresses, 10 each: twice the cap
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 3, byte(1+i/cfg.HTTPMaxConnsPerIP))}}
-		c, err := d.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		held = append(held, c)
-		fmt.Fprintf(c, "GET /health HTTP/1.1\r\nHost: x\r\n")
-	}
-	client := &http.Client{Timeout: readHeaderTimeout / 2, Transport: &http.Transport{
-		DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 4, 1)}}).DialContext,
-	}}
-	for i := range 5 {
-		resp, err := client.Get(s.URL + "/health")
-		if err != nil {
-			t.Fatalf("/health %d with the cap full of slow clients: %v", i, err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("/health: %s", resp.Status)
-		}
-	}
-}
-
 // Issue 11, item 11: --tls-cert and --tls-key serve the API over HTTPS,
 // and SIGHUP reloads them. The signal goes to the test process itself:
 // the server's signal.Notify catches it while the server runs.

@@ -129,16 +129,20 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 	if err != nil {
 		return err
 	}
+	// The connection cap stays under the limit of open files, which the
+	// database, NATS and the agents share: refusing clients beats failing
+	// to open a file.
 	if files, err := raiseFileLimit(); err != nil {
 		log.Warn("cannot raise the limit of open files", "err", err)
-	} else if cfg.HTTPMaxConns > 0 && files < uint64(cfg.HTTPMaxConns)+256 {
-		log.Warn("the limit of open files is low for --http-max-conns", "files", files, "http_max_conns", cfg.HTTPMaxConns)
+	} else if fit := int(min(files, 1<<30)) - reservedFiles; cfg.HTTPMaxConns == 0 || cfg.HTTPMaxConns > fit {
+		log.Warn("the limit of open files caps the API's connections lower than --http-max-conns", "files", files, "http_max_conns", cfg.HTTPMaxConns, "cap", fit)
+		cfg.HTTPMaxConns = max(fit, 64)
 	}
 	ln, err := listenHTTP(cfg)
 	if err != nil {
 		return err
 	}
-	httpServer := newHTTPServer(apiServer, ln, cert, log)
+	httpServer := newHTTPServer(apiServer, cert, log)
 	serveErr := make(chan error, 1)
 	if cert != nil {
 		hupCtx, stopHUP := context.WithCancel(ctx)
