@@ -148,11 +148,17 @@ func New(cfg Config) (*Agent, error) {
 // the server to acknowledge what it sent, and returns nil. It returns an
 // error only when it cannot start: its data directory cannot be made
 // private (datadir.Secure), or it has no identity and registration failed.
+// Another agent running on the same data directory makes it wait.
 func (a *Agent) Run(ctx context.Context) error {
 	cfg := a.cfg
 	if err := datadir.Secure(cfg.DataDir, a.log); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
+	release, err := lockDataDir(cfg.DataDir, a.log)
+	if err != nil {
+		return err
+	}
+	defer release()
 	id, err := a.identity(ctx)
 	if err != nil {
 		return err

@@ -84,9 +84,12 @@ func startOwnAgent(ctx context.Context, cfg Config, st store.Store, agents *agen
 	if err := o.prepare(); err != nil {
 		return nil, nil, fmt.Errorf("the server's own agent: %w", err)
 	}
-	if o.cred == nil {
+	switch {
+	case o.cred == nil:
 		o.log.Warn("JOBS ARE NOT ISOLATED FROM THIS SERVER: " + o.isolation)
-	} else {
+	case len(o.cred.Groups) > 0:
+		o.log.Warn("the server's own agent runs jobs as "+o.isolation, "dir", o.dir)
+	default:
 		o.log.Info("the server's own agent runs jobs as "+o.isolation, "dir", o.dir)
 	}
 	// Rows of an earlier life of this server's own agent are over.
