@@ -12,6 +12,13 @@ func (c *Client) SubmitJob(ctx context.Context, spec JobSpec) (Job, error) {
 	return j, err
 }
 
+// SubmitJobs queues jobs, all or none (POST /jobs:batch, 1,000 at most).
+func (c *Client) SubmitJobs(ctx context.Context, specs []JobSpec) ([]Job, error) {
+	var page Page[Job]
+	err := c.do(ctx, http.MethodPost, "/jobs:batch", nil, map[string]any{"jobs": specs}, &page)
+	return page.Items, err
+}
+
 // GetJob returns a job.
 func (c *Client) GetJob(ctx context.Context, id string) (Job, error) {
 	var j Job

@@ -17,36 +17,51 @@ import (
 // when claimed. The job.submit audit entry, by actor, is written in the
 // same transaction.
 func (s *Service) SubmitJob(ctx context.Context, spec jobspec.Spec, actor string) (store.Job, error) {
-	if err := spec.Validate(); err != nil {
-		return store.Job{}, err
-	}
-	b, err := json.Marshal(spec)
+	jobs, err := s.SubmitJobs(ctx, []jobspec.Spec{spec}, actor)
 	if err != nil {
 		return store.Job{}, err
 	}
-	var job store.Job
-	err = s.store.InTx(ctx, func(tx store.Tx) error {
-		jobs, err := tx.Jobs().Enqueue(ctx, store.Job{
-			Name: spec.Name, Spec: b, Labels: spec.Labels, Priority: spec.Priority, MaxAttempts: spec.MaxAttempts,
-		})
+	return jobs[0], nil
+}
+
+// SubmitJobs queues jobs submitted directly, all or none, in one
+// transaction with a job.submit audit entry each by actor.
+func (s *Service) SubmitJobs(ctx context.Context, specs []jobspec.Spec, actor string) ([]store.Job, error) {
+	queued := make([]store.Job, len(specs))
+	for i, spec := range specs {
+		if err := spec.Validate(); err != nil {
+			return nil, err
+		}
+		b, err := json.Marshal(spec)
 		if err != nil {
+			return nil, err
+		}
+		queued[i] = store.Job{Name: spec.Name, Spec: b, Labels: spec.Labels, Priority: spec.Priority, MaxAttempts: spec.MaxAttempts}
+	}
+	var jobs []store.Job
+	err := s.store.InTx(ctx, func(tx store.Tx) (err error) {
+		if jobs, err = tx.Jobs().Enqueue(ctx, queued...); err != nil {
 			return err
 		}
-		job = jobs[0]
-		work, _, err := submittedWork(job)
-		if err != nil {
-			return err
+		for _, job := range jobs {
+			work, _, err := submittedWork(job)
+			if err != nil {
+				return err
+			}
+			if err := s.createSteps(ctx, tx, job.ID, work.Steps); err != nil {
+				return err
+			}
+			if err := record(ctx, tx, actor, "job.submit", "job", job.ID, map[string]string{"name": job.Name}); err != nil {
+				return err
+			}
 		}
-		if err := s.createSteps(ctx, tx, job.ID, work.Steps); err != nil {
-			return err
-		}
-		return record(ctx, tx, actor, "job.submit", "job", job.ID, map[string]string{"name": job.Name})
+		return nil
 	})
 	if err != nil {
-		return store.Job{}, err
+		return nil, err
 	}
 	s.wake()
-	return job, nil
+	return jobs, nil
 }
 
 // CancelJob cancels a job that is not done and tells its worker. A job of a

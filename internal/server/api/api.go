@@ -53,6 +53,8 @@ type Control interface {
 	// SubmitJob queues a validated job spec as a job of its own (no run).
 	// The job's Spec must be the JSON of spec: the API shows it as is.
 	SubmitJob(ctx context.Context, spec jobspec.Spec, actor string) (store.Job, error)
+	// SubmitJobs queues validated job specs, all or none.
+	SubmitJobs(ctx context.Context, specs []jobspec.Spec, actor string) ([]store.Job, error)
 	// CancelJob cancels a job that is not done.
 	CancelJob(ctx context.Context, id, actor string) (store.Job, error)
 	// DrainAgent lets an agent finish its jobs but claim no more.
@@ -166,6 +168,7 @@ func (s *Server) routes() {
 	s.route("POST /api/v1/runs/{id}/stages/{stage}/reject", RoleDeveloper, s.approve(false))
 
 	s.route("POST /api/v1/jobs", RoleDeveloper, s.submitJob)
+	s.route("POST /api/v1/jobs:batch", RoleDeveloper, s.submitJobs)
 	s.route("GET /api/v1/jobs", RoleViewer, s.listJobs)
 	s.route("GET /api/v1/jobs/{id}", RoleViewer, s.getJob)
 	s.route("POST /api/v1/jobs/{id}/cancel", RoleDeveloper, s.cancelJob)

@@ -17,6 +17,7 @@ func FuzzRequestBodies(f *testing.F) {
 		{"PUT", "/api/v1/pipelines/fuzzed"},
 		{"POST", "/api/v1/pipelines/fuzzed/runs"},
 		{"POST", "/api/v1/jobs"},
+		{"POST", "/api/v1/jobs:batch"},
 		{"POST", "/api/v1/templates"},
 		{"PUT", "/api/v1/secrets/FUZZ"},
 		{"POST", "/api/v1/tokens"},

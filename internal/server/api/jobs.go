@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -80,6 +81,53 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request, p *principal)
 		return err
 	}
 	writeJSON(w, http.StatusCreated, toJob(job))
+	return nil
+}
+
+// maxBatch bounds the jobs of one POST /jobs:batch.
+const maxBatch = 1000
+
+// submitJobs queues {"jobs": [spec, …]}, all or none: every problem of
+// every spec is reported at once, each as jobs[i]: problem.
+func (s *Server) submitJobs(w http.ResponseWriter, r *http.Request, p *principal) error {
+	var req struct {
+		Jobs []json.RawMessage `json:"jobs"`
+	}
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	if len(req.Jobs) == 0 || len(req.Jobs) > maxBatch {
+		return invalidf("jobs: want 1 to %d job specs, got %d", maxBatch, len(req.Jobs))
+	}
+	specs := make([]jobspec.Spec, len(req.Jobs))
+	var problems []string
+	for i, raw := range req.Jobs {
+		spec, err := jobspec.Decode(raw)
+		if err == nil {
+			err = spec.Validate()
+		}
+		if err == nil {
+			err = checkText("job name", spec.Name)
+		}
+		var verr *jobspec.ValidationError
+		switch {
+		case errors.As(err, &verr):
+			for _, pr := range verr.Problems {
+				problems = append(problems, fmt.Sprintf("jobs[%d]: %s", i, pr))
+			}
+		case err != nil:
+			problems = append(problems, fmt.Sprintf("jobs[%d]: %v", i, err))
+		}
+		specs[i] = spec
+	}
+	if len(problems) > 0 {
+		return &jobspec.ValidationError{Problems: problems}
+	}
+	jobs, err := s.control.SubmitJobs(r.Context(), specs, p.Name)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, list[jobJSON]{Items: mapItems(jobs, toJob)})
 	return nil
 }
 

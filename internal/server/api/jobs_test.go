@@ -90,6 +90,34 @@ func TestJobs(t *testing.T) {
 	b.do(t, "GET", "/api/v1/jobs?state=sleeping", b.viewer, nil).wantError(t, 400, "invalid_request")
 }
 
+// TestSubmitJobsBatch: POST /jobs:batch queues every job of a valid batch
+// in order; a batch with invalid specs is refused whole, naming every
+// problem by index, and queues nothing.
+func TestSubmitJobsBatch(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var page struct{ Items []jobResp }
+	b.do(t, "POST", "/api/v1/jobs:batch", b.developer, map[string]any{"jobs": []map[string]any{
+		{"name": "one", "command": "true"}, {"name": "two", "command": "true"}, {"name": "three", "command": "true"},
+	}}).want(t, 201).json(t, &page)
+	if len(page.Items) != 3 || page.Items[0].Name != "one" || page.Items[2].Name != "three" || page.Items[1].State != "queued" {
+		t.Fatalf("batch answer: %+v", page.Items)
+	}
+	_, details := b.do(t, "POST", "/api/v1/jobs:batch", b.developer, map[string]any{"jobs": []map[string]any{
+		{"name": "fine", "command": "true"}, {"name": "no-command"}, {"name": "x", "command": "true", "bogus": 1},
+	}}).wantError(t, 400, "invalid_request")
+	if len(details) != 2 || !strings.HasPrefix(details[0], "jobs[1]: ") || !strings.HasPrefix(details[1], "jobs[2]: ") {
+		t.Errorf("problems %q, want one for jobs[1] and one for jobs[2]", details)
+	}
+	b.do(t, "POST", "/api/v1/jobs:batch", b.developer, map[string]any{"jobs": []map[string]any{}}).wantError(t, 400, "invalid_request")
+	b.do(t, "POST", "/api/v1/jobs:batch", b.viewer, map[string]any{"jobs": []map[string]any{{"name": "v", "command": "true"}}}).wantError(t, 403, "forbidden")
+	var all struct{ Items []jobResp }
+	b.do(t, "GET", "/api/v1/jobs", b.viewer, nil).want(t, 200).json(t, &all)
+	if len(all.Items) != 3 {
+		t.Errorf("%d jobs after the batches, want the first batch's 3 only", len(all.Items))
+	}
+}
+
 type templateResp struct {
 	ID, Name, Description string
 	Version               int

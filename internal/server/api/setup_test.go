@@ -380,6 +380,18 @@ func (f *fakeControl) SubmitJob(ctx context.Context, spec jobspec.Spec, actor st
 	return jobs[0], f.audit(ctx, actor, "job.submit", "job", jobs[0].ID, nil)
 }
 
+func (f *fakeControl) SubmitJobs(ctx context.Context, specs []jobspec.Spec, actor string) ([]store.Job, error) {
+	var jobs []store.Job
+	for _, spec := range specs {
+		j, err := f.SubmitJob(ctx, spec, actor)
+		if err != nil {
+			return nil, err
+		}
+		jobs = append(jobs, j)
+	}
+	return jobs, nil
+}
+
 func (f *fakeControl) CancelJob(ctx context.Context, id, actor string) (store.Job, error) {
 	f.called("CancelJob %s %s", id, actor)
 	j, err := f.store.Jobs().Cancel(ctx, id, "cancelled by "+actor)
