@@ -489,16 +489,21 @@ func (s AgentStatus) Valid() bool {
 
 // Agent is a registered worker.
 type Agent struct {
-	ID              string      `json:"id"`
-	Name            string      `json:"name"`
-	Labels          []string    `json:"labels,omitempty"`
-	Status          AgentStatus `json:"status"`
-	Version         string      `json:"version,omitempty"`
-	OS              string      `json:"os,omitempty"`
-	Arch            string      `json:"arch,omitempty"`
-	Capacity        int         `json:"capacity"` // jobs it runs at once
-	LastHeartbeatAt *time.Time  `json:"last_heartbeat_at,omitempty"`
-	RegisteredAt    time.Time   `json:"registered_at"`
+	ID       string      `json:"id"`
+	Name     string      `json:"name"`
+	Labels   []string    `json:"labels,omitempty"`
+	Status   AgentStatus `json:"status"`
+	Version  string      `json:"version,omitempty"`
+	OS       string      `json:"os,omitempty"`
+	Arch     string      `json:"arch,omitempty"`
+	Capacity int         `json:"capacity"` // jobs it runs at once
+	// The machine it reported, which jobs' resources are placed against
+	// (0: unknown).
+	CPUMillis       int64      `json:"cpu_millis,omitempty"` // CPUs, in thousandths
+	MemoryBytes     int64      `json:"memory_bytes,omitempty"`
+	GPUs            int        `json:"gpus,omitempty"`
+	LastHeartbeatAt *time.Time `json:"last_heartbeat_at,omitempty"`
+	RegisteredAt    time.Time  `json:"registered_at"`
 }
 
 // Agents stores workers. Events: agent.registered, agent.<status> on a

@@ -679,3 +679,27 @@ func TestUnstoredNotAcknowledged(t *testing.T) {
 		t.Errorf("lines %+v, %v", lines, err)
 	}
 }
+
+// TestHelloMachine: the machine an agent says it has is stored on its row.
+func TestHelloMachine(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	id := b.register(t, &agentrpc.RegisterRequest{Name: "big", Os: "linux", Arch: "amd64"})
+	h := hello(2)
+	h.CpuMillis, h.MemoryBytes, h.Gpus, h.Os, h.Arch = 16000, 64<<30, 2, "linux", "arm64"
+	b.connect(t, id, h)
+	a, err := b.store.Agents().Get(context.Background(), id.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.CPUMillis != 16000 || a.MemoryBytes != 64<<30 || a.GPUs != 2 || a.Arch != "arm64" || a.Capacity != 2 {
+		t.Errorf("stored %+v", a)
+	}
+	bad := hello(1)
+	bad.Gpus = -1
+	a2 := b.open(t, &id.cert)
+	a2.send(t, &agentrpc.AgentMessage{Msg: &agentrpc.AgentMessage_Hello{Hello: bad}})
+	if err := a2.ended(t); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("a Hello with -1 GPUs: %v", err)
+	}
+}

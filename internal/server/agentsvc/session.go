@@ -209,7 +209,15 @@ func (s *Server) attach(ctx context.Context, sess *session, h *agentrpc.Hello) e
 		return status.Errorf(codes.InvalidArgument, "hello: %v", err)
 	}
 	want.Labels = pki.MergeLabels(a.Labels, h.GetLabels())
-	if want.Version != a.Version || want.Capacity != a.Capacity || !slices.Equal(want.Labels, a.Labels) {
+	if h.GetCpuMillis() < 0 || h.GetMemoryBytes() < 0 || h.GetGpus() < 0 || len(h.GetOs()) > 64 || len(h.GetArch()) > 64 {
+		return status.Error(codes.InvalidArgument, "hello: negative resources, or an os or arch longer than 64 bytes")
+	}
+	want.CPUMillis, want.MemoryBytes, want.GPUs = h.GetCpuMillis(), h.GetMemoryBytes(), int(h.GetGpus())
+	if h.GetOs() != "" || h.GetArch() != "" {
+		want.OS, want.Arch = h.GetOs(), h.GetArch()
+	}
+	if want.Version != a.Version || want.Capacity != a.Capacity || !slices.Equal(want.Labels, a.Labels) ||
+		want.CPUMillis != a.CPUMillis || want.MemoryBytes != a.MemoryBytes || want.GPUs != a.GPUs || want.OS != a.OS || want.Arch != a.Arch {
 		if a, err = s.store.Agents().Register(ctx, want); err != nil { // online again
 			return err
 		}
