@@ -389,6 +389,14 @@ type Jobs interface {
 	// lease of the given duration. Concurrent claims never return the same
 	// job.
 	Claim(ctx context.Context, workerID string, labels []string, limit int, lease time.Duration) ([]Job, error)
+	// Claimable returns up to limit of the queued jobs that Claim could
+	// take now, whatever their labels, in Claim's order, without claiming
+	// them: what the server places on its agents.
+	Claimable(ctx context.Context, limit int) ([]Job, error)
+	// Take claims queued job id for workerID as Claim does, whatever its
+	// labels. ErrConflict if the job is not queued or not yet due (a
+	// concurrent Take or Claim got it first).
+	Take(ctx context.Context, id, workerID string, lease time.Duration) (Job, error)
 	// Start marks an assigned job running. ErrConflict if l is not the
 	// job's current lease of an assigned job.
 	Start(ctx context.Context, l Lease) (Job, error)
