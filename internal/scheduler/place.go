@@ -218,7 +218,7 @@ func Unplaceable(n Need, cs []Candidate) (why string, never bool) {
 		return fmt.Sprintf("needs arch %s; no agent with its labels and OS has it", n.Arch), true
 	case !keep(func(c Candidate) bool { return c.Total.GPUs >= n.GPUs }):
 		return fmt.Sprintf("needs %d GPUs; the largest agent has %d", n.GPUs, most(func(c Candidate) int64 { return int64(c.Total.GPUs) })), true
-	case !keep(func(c Candidate) bool { return room(Resources{CPUMillis: c.Total.CPUMillis}, Resources{}, Resources{CPUMillis: n.CPUMillis}) }):
+	case !keep(func(c Candidate) bool { return c.Total.CPUMillis == 0 || c.Total.CPUMillis >= n.CPUMillis }):
 		return fmt.Sprintf("needs %s CPUs; the largest agent has %s", cpus(n.CPUMillis), cpus(most(func(c Candidate) int64 { return c.Total.CPUMillis }))), true
 	default:
 		return fmt.Sprintf("needs %s of memory; the largest agent has %s", bytes(n.Memory), bytes(most(func(c Candidate) int64 { return c.Total.Memory }))), true
