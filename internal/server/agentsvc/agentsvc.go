@@ -68,7 +68,14 @@ import (
 // use. OnCancel's fn is called from the goroutine that cancels the job and
 // must not block.
 type Control interface {
-	Claim(ctx context.Context, workerID string, labels []string, limit int) ([]spec.Assignment, error)
+	// Waiting returns up to limit of the jobs agents may take now, in the
+	// queue's order, with what each needs of its agent.
+	Waiting(ctx context.Context, limit int) ([]scheduler.Waiting, error)
+	// Need is what a job needs of its agent.
+	Need(ctx context.Context, j store.Job) scheduler.Need
+	// Take claims a queued job for an agent and returns it ready to run;
+	// false if it was taken first or cannot start.
+	Take(ctx context.Context, jobID, workerID string) (spec.Assignment, bool, error)
 	Start(ctx context.Context, l store.Lease) error
 	StepUpdate(ctx context.Context, l store.Lease, index int, r runner.StepResult) error
 	AppendLogs(ctx context.Context, jobID, runID string, lines []store.LogLine) error
@@ -114,6 +121,9 @@ type Config struct {
 	// OrphanGrace is how long a lease the store gives an agent may go
 	// unreported by it before it is failed; default 10s.
 	OrphanGrace time.Duration
+	// Placement chooses among the agents that fit a job; default
+	// scheduler.BestFit.
+	Placement scheduler.Strategy
 	// Now is the clock that OrphanGrace is measured with; default time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -123,13 +133,16 @@ type Config struct {
 type Server struct {
 	agentrpc.UnimplementedAgentServer
 
-	cfg   Config
-	store store.Store
-	ctl   Control
-	log   *slog.Logger
-	grpc  *grpc.Server
+	cfg    Config
+	store  store.Store
+	ctl    Control
+	placer *scheduler.Placer
+	log    *slog.Logger
+	grpc   *grpc.Server
 
 	refusals refusals // refused registrations by peer address
+
+	placeMu sync.Mutex // one round of placement at a time
 
 	stopping chan struct{} // closed by Stop
 	stopOnce sync.Once
@@ -163,11 +176,14 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Placement == "" {
+		cfg.Placement = scheduler.BestFit
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		cfg: cfg, store: cfg.Store, ctl: cfg.Control, log: cfg.Logger,
+		cfg: cfg, store: cfg.Store, ctl: cfg.Control, placer: scheduler.NewPlacer(cfg.Placement), log: cfg.Logger,
 		stopping: make(chan struct{}),
 		sessions: map[string]*session{}, watched: map[string]*watcher{},
 	}
