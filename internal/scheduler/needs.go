@@ -142,3 +142,29 @@ func (c *needCache) keep(jobs []store.Job) {
 		}
 	}
 }
+
+// WaitingReason says why queued job j waits when no connected agent
+// (online or busy) could ever take it, even idle: "needs 4 GPUs; the
+// largest agent has 0", or "no agent is connected". It is empty when one
+// could, or j is not queued.
+func (s *Service) WaitingReason(ctx context.Context, j store.Job) (string, error) {
+	if j.State != store.JobQueued {
+		return "", nil
+	}
+	agents, err := s.store.Agents().List(ctx)
+	if err != nil {
+		return "", err
+	}
+	var cs []Candidate
+	for _, a := range agents {
+		if a.Status == store.AgentOnline || a.Status == store.AgentBusy {
+			cs = append(cs, Candidate{ID: a.ID, Labels: a.Labels, OS: a.OS, Arch: a.Arch, Slots: a.Capacity,
+				Total: Resources{CPUMillis: a.CPUMillis, Memory: a.MemoryBytes, GPUs: a.GPUs}})
+		}
+	}
+	why, never := Unplaceable(s.Need(ctx, j), cs)
+	if !never {
+		return "", nil
+	}
+	return why, nil
+}

@@ -51,6 +51,23 @@ stages:
 	if got := ws[1].Need; !equalNeed(got, want) {
 		t.Errorf("stage needs %+v, want %+v", got, want)
 	}
+	reason := func(want string) {
+		t.Helper()
+		if got, err := b.svc.WaitingReason(ctx, j); got != want || err != nil {
+			t.Errorf("waiting reason %q, %v; want %q", got, err, want)
+		}
+	}
+	reason("no agent is connected")
+	if _, err := b.store.Agents().Register(ctx, store.Agent{ID: "agent-1", Name: "small", Labels: []string{"linux"},
+		OS: "linux", Arch: "amd64", CPUMillis: 2000, MemoryBytes: 8 << 30}); err != nil {
+		t.Fatal(err)
+	}
+	reason("needs arch s390x; no agent with its labels and OS has it")
+	if _, err := b.store.Agents().Register(ctx, store.Agent{ID: "agent-2", Name: "mainframe", Labels: []string{"linux"},
+		OS: "linux", Arch: "s390x", CPUMillis: 64000, MemoryBytes: 1 << 40, GPUs: 2}); err != nil {
+		t.Fatal(err)
+	}
+	reason("needs 4 GPUs; the largest agent has 2")
 	a, ok, err := b.svc.Take(ctx, j.ID, "agent-1")
 	if err != nil || !ok || a.Lease.JobID != j.ID || a.Lease.WorkerID != "agent-1" || len(a.Job.Steps) != 1 {
 		t.Fatalf("take: %+v, %v, %v", a, ok, err)
@@ -58,8 +75,12 @@ stages:
 	if _, ok, err := b.svc.Take(ctx, j.ID, "agent-2"); ok || err != nil {
 		t.Errorf("taken twice: %v, %v", ok, err)
 	}
-	if got, _ := b.store.Jobs().Get(ctx, j.ID); got.State != store.JobAssigned {
+	got, _ := b.store.Jobs().Get(ctx, j.ID)
+	if got.State != store.JobAssigned {
 		t.Errorf("taken job is %s", got.State)
+	}
+	if r, err := b.svc.WaitingReason(ctx, got); r != "" || err != nil {
+		t.Errorf("an assigned job waits: %q, %v", r, err)
 	}
 }
 
