@@ -11,6 +11,18 @@
 // Silent agents are found lost by the scheduler's sweep
 // (scheduler.Service.Sweep), which hands their jobs back to the queue.
 //
+// # Placement
+//
+// Whenever jobs are queued or slots are freed, the server places queued
+// jobs on the agents connected to it (scheduler.Placer): a job goes to an
+// agent that is not draining, has a free slot, the job's labels, OS and
+// arch, and the CPUs, memory and GPUs it asks for free (the machine the
+// agent reported in its Hello less what its running jobs asked for),
+// chosen by Config.Placement. A job that fits no agent stays queued; the
+// API says why when no connected agent could ever take it
+// (scheduler.Service.WaitingReason). Servers that share a database place
+// on their own agents only, and the store's Take gives each job to one.
+//
 // # Leases
 //
 // Every job the server pushes is a lease (job, agent, attempt) of the
@@ -47,6 +59,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -142,7 +155,8 @@ type Server struct {
 
 	refusals refusals // refused registrations by peer address
 
-	placeMu sync.Mutex // one round of placement at a time
+	placeMu    sync.Mutex  // one round of placement at a time
+	placeAgain atomic.Bool // place was called during a round
 
 	stopping chan struct{} // closed by Stop
 	stopOnce sync.Once

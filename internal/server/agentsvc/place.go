@@ -15,11 +15,26 @@ const placeBatch = 500
 // place puts queued jobs on the agents connected to this server that have
 // a free slot, each where the Placer's strategy says among those with the
 // labels and the free resources it asks for, and pushes them. A job that no
-// agent fits stays queued. Rounds are serialized, so that each sees the
-// jobs the last one pushed.
+// agent fits stays queued. One round runs at a time, seeing the jobs the
+// last one pushed; a call during a round has it run once more instead of
+// waiting.
 func (s *Server) place(ctx context.Context) {
-	s.placeMu.Lock()
+	if !s.placeMu.TryLock() {
+		s.placeAgain.Store(true)
+		return
+	}
 	defer s.placeMu.Unlock()
+	for {
+		s.placeAgain.Store(false)
+		s.placeRound(ctx)
+		if !s.placeAgain.Load() || ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// placeRound is one round of place.
+func (s *Server) placeRound(ctx context.Context) {
 	cands, sessions := s.candidates()
 	if !slices.ContainsFunc(cands, free) {
 		return
