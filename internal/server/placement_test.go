@@ -4,6 +4,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -143,4 +144,13 @@ func startAgent(t *testing.T, s *testServer, name string, flags ...string) {
 			t.Logf("agent %s:\n%s", name, out.String())
 		}
 	})
+}
+
+func TestPlacementFlag(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Placement = "random"
+	err := Run(t.Context(), cfg, quietLogger(), func(string) { t.Error("ready with --placement random") })
+	if err == nil || !strings.Contains(err.Error(), "--placement") {
+		t.Errorf("Run with --placement random: %v", err)
+	}
 }

@@ -127,7 +127,7 @@ type Config struct {
 	Live scheduler.Publisher
 	// KeepAlive is the interval of KeepAlive messages; default 15s.
 	KeepAlive time.Duration
-	// Poll is how often a session claims without being woken (for jobs
+	// Poll is how often a session places jobs without being woken (for jobs
 	// queued by other servers) and reads the agent's status (drained by
 	// another server?); default 1s.
 	Poll time.Duration

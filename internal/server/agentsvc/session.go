@@ -80,7 +80,7 @@ func peerAgent(ctx context.Context, s *Server) (string, error) {
 
 // session is one Connect stream. The handler's goroutine processes what
 // the agent sends, in order; receive reads the stream, send writes it,
-// and dispatch claims and pushes jobs.
+// and dispatch places and pushes jobs.
 type session struct {
 	srv    *Server
 	id     string
