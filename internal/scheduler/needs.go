@@ -17,9 +17,9 @@ type Waiting struct {
 }
 
 // Waiting returns up to limit of the jobs that agents may take now, in
-// the queue's order, with their needs.
-func (s *Service) Waiting(ctx context.Context, limit int) ([]Waiting, error) {
-	jobs, err := s.store.Jobs().Claimable(ctx, limit)
+// the queue's order after the first offset, with their needs.
+func (s *Service) Waiting(ctx context.Context, limit, offset int) ([]Waiting, error) {
+	jobs, err := s.store.Jobs().Claimable(ctx, limit, offset)
 	if err != nil {
 		return nil, err
 	}
@@ -27,7 +27,7 @@ func (s *Service) Waiting(ctx context.Context, limit int) ([]Waiting, error) {
 	for i, j := range jobs {
 		out[i] = Waiting{Job: j, Need: s.Need(ctx, j)}
 	}
-	if len(jobs) < limit { // the whole queue: forget the needs of jobs gone
+	if offset == 0 && len(jobs) < limit { // the whole queue: forget the needs of jobs gone
 		s.needs.keep(jobs)
 	}
 	return out, nil

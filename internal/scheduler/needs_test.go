@@ -37,7 +37,7 @@ stages:
 `, scheduler.TriggerRequest{Branch: "main"})
 	var ws []scheduler.Waiting
 	for range 100 {
-		if ws, err = b.svc.Waiting(ctx, 10); err != nil {
+		if ws, err = b.svc.Waiting(ctx, 10, 0); err != nil {
 			t.Fatal(err)
 		}
 		if len(ws) == 2 {

@@ -390,9 +390,9 @@ type Jobs interface {
 	// job.
 	Claim(ctx context.Context, workerID string, labels []string, limit int, lease time.Duration) ([]Job, error)
 	// Claimable returns up to limit of the queued jobs that Claim could
-	// take now, whatever their labels, in Claim's order, without claiming
-	// them: what the server places on its agents.
-	Claimable(ctx context.Context, limit int) ([]Job, error)
+	// take now, whatever their labels, in Claim's order after the first
+	// offset, without claiming them: what the server places on its agents.
+	Claimable(ctx context.Context, limit, offset int) ([]Job, error)
 	// Take claims queued job id for workerID as Claim does, whatever its
 	// labels. ErrConflict if the job is not queued or not yet due (a
 	// concurrent Take or Claim got it first).

@@ -82,8 +82,9 @@ import (
 // must not block.
 type Control interface {
 	// Waiting returns up to limit of the jobs agents may take now, in the
-	// queue's order, with what each needs of its agent.
-	Waiting(ctx context.Context, limit int) ([]scheduler.Waiting, error)
+	// queue's order after the first offset, with what each needs of its
+	// agent.
+	Waiting(ctx context.Context, limit, offset int) ([]scheduler.Waiting, error)
 	// Need is what a job needs of its agent.
 	Need(ctx context.Context, j store.Job) scheduler.Need
 	// Take claims a queued job for an agent and returns it ready to run;

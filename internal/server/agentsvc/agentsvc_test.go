@@ -751,3 +751,22 @@ func TestPlacement(t *testing.T) {
 		}
 	}
 }
+
+// TestPlacementLooksPast: jobs that fit no agent, more than a page of the
+// queue, do not hold up one behind them that fits.
+func TestPlacementLooksPast(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	a := b.connect(t, b.register(t, &agentrpc.RegisterRequest{Name: "cpu-only"}), hello(1))
+	for i := range 50 {
+		if _, err := b.svc.SubmitJob(ctx, jobspec.Spec{Name: fmt.Sprint("gpu-", i), Command: "true", Priority: 5,
+			Resources: &jobspec.Resources{GPU: 1}}, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	j := b.submit(t, "plain")
+	if run := a.expectRun(t); run.Lease.JobId != j.ID {
+		t.Fatalf("RunJob of %s, want the plain job", run.Lease.JobId)
+	}
+}

@@ -8,9 +8,10 @@ import (
 	"github.com/oxide-ci/oxide/internal/store"
 )
 
-// placeBatch is how many queued jobs a round of placement considers, from
-// the head of the queue.
-const placeBatch = 500
+// maxLook bounds the queued jobs a round of placement reads, from the head
+// of the queue: jobs behind more that fit no free agent wait for a later
+// round.
+const maxLook = 2000
 
 // place puts queued jobs on the agents connected to this server that have
 // a free slot, each where the Placer's strategy says among those with the
@@ -33,50 +34,68 @@ func (s *Server) place(ctx context.Context) {
 	}
 }
 
-// placeRound is one round of place.
+// placeRound is one round of place. It reads the queue in pages, the
+// first a few times the free slots, each next one twice as large, until the
+// agents are full, the queue ends or maxLook jobs were read.
 func (s *Server) placeRound(ctx context.Context) {
 	cands, sessions := s.candidates()
-	if !slices.ContainsFunc(cands, free) {
+	slots := freeSlots(cands)
+	if slots == 0 {
 		return
 	}
-	ws, err := s.ctl.Waiting(ctx, placeBatch)
-	if err != nil {
-		if ctx.Err() == nil {
-			s.log.Error("read the queue", "err", err)
-		}
-		return
-	}
-	for _, w := range ws {
-		p := s.placer.Place(w.Need, cands)
-		if p.Agent == "" {
-			continue
-		}
-		sess := sessions[p.Agent]
-		a, ok, err := s.ctl.Take(ctx, w.Job.ID, p.Agent)
+	for limit, offset := 4*slots+16, 0; offset < maxLook; limit *= 2 {
+		ws, err := s.ctl.Waiting(ctx, limit, offset)
 		if err != nil {
 			if ctx.Err() == nil {
-				s.log.Error("take a job", "job_id", w.Job.ID, "agent_id", p.Agent, "err", err)
+				s.log.Error("read the queue", "err", err)
 			}
 			return
 		}
-		if !ok {
-			continue // another server's agent took it, or it failed to start
+		taken := 0
+		for _, w := range ws {
+			p := s.placer.Place(w.Need, cands)
+			if p.Agent == "" {
+				continue
+			}
+			sess := sessions[p.Agent]
+			a, ok, err := s.ctl.Take(ctx, w.Job.ID, p.Agent)
+			if err != nil {
+				if ctx.Err() == nil {
+					s.log.Error("take a job", "job_id", w.Job.ID, "agent_id", p.Agent, "err", err)
+				}
+				return
+			}
+			if !ok {
+				continue // another server's agent took it, or it failed to start
+			}
+			taken++
+			if sess.ctx.Err() != nil {
+				sess.giveBack(a)
+				continue
+			}
+			sess.push(ctx, a, w.Need.Resources)
+			i := slices.IndexFunc(cands, func(c scheduler.Candidate) bool { return c.ID == p.Agent })
+			cands[i].Running++
+			cands[i].Used = cands[i].Used.Plus(w.Need.Resources)
+			if freeSlots(cands) == 0 {
+				return
+			}
 		}
-		if sess.ctx.Err() != nil {
-			sess.giveBack(a)
-			continue
-		}
-		sess.push(ctx, a, w.Need.Resources)
-		i := slices.IndexFunc(cands, func(c scheduler.Candidate) bool { return c.ID == p.Agent })
-		cands[i].Running++
-		cands[i].Used = cands[i].Used.Plus(w.Need.Resources)
-		if !slices.ContainsFunc(cands, free) {
+		if len(ws) < limit {
 			return
 		}
+		offset += len(ws) - taken // the jobs taken left the queue
 	}
 }
 
-func free(c scheduler.Candidate) bool { return c.Running < c.Slots }
+// freeSlots counts the candidates' free slots.
+func freeSlots(cs []scheduler.Candidate) int {
+	n := 0
+	for _, c := range cs {
+		n += max(c.Slots-c.Running, 0)
+	}
+	return n
+}
 
 // candidates returns the agents connected to this server that take jobs
 // (not draining), as placement sees them.

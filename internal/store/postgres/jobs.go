@@ -174,13 +174,13 @@ func (t jobs) Claim(ctx context.Context, workerID string, labels []string, limit
 		workerID, nonNil(labels), limit, lease.Seconds())
 }
 
-func (t jobs) Claimable(ctx context.Context, limit int) (js []store.Job, err error) {
-	if limit <= 0 {
-		return nil, fmt.Errorf("%w: claimable needs a limit", store.ErrInvalid)
+func (t jobs) Claimable(ctx context.Context, limit, offset int) (js []store.Job, err error) {
+	if limit <= 0 || offset < 0 {
+		return nil, fmt.Errorf("%w: claimable needs a limit and an offset of 0 or more", store.ErrInvalid)
 	}
 	err = t.read(ctx, func(q querier) error {
 		rows, err := q.Query(ctx, `SELECT `+jobCols+` FROM jobs WHERE state = 'queued' AND queued_at <= now()
-			ORDER BY priority DESC, queued_at, seq LIMIT $1`, limit)
+			ORDER BY priority DESC, queued_at, seq LIMIT $1 OFFSET $2`, limit, offset)
 		js, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.Job, error) { return scanJob(r) })
 		return err
 	})

@@ -186,13 +186,13 @@ func (t jobs) Claim(ctx context.Context, workerID string, labels []string, limit
 	return js, err
 }
 
-func (t jobs) Claimable(ctx context.Context, limit int) (js []store.Job, err error) {
-	if limit <= 0 {
-		return nil, fmt.Errorf("%w: claimable needs a limit", store.ErrInvalid)
+func (t jobs) Claimable(ctx context.Context, limit, offset int) (js []store.Job, err error) {
+	if limit <= 0 || offset < 0 {
+		return nil, fmt.Errorf("%w: claimable needs a limit and an offset of 0 or more", store.ErrInvalid)
 	}
 	err = t.read(func(q querier) error {
 		rows, err := q.QueryContext(ctx, `SELECT `+jobCols+` FROM jobs WHERE state = 'queued' AND queued_at <= ?
-			ORDER BY priority DESC, queued_at, rowid LIMIT ?`, ts(now()), limit)
+			ORDER BY priority DESC, queued_at, rowid LIMIT ? OFFSET ?`, ts(now()), limit, offset)
 		js, err = all(rows, err, scanJob)
 		return err
 	})
