@@ -236,26 +236,30 @@ type Resources struct {
 	Memory string `json:"memory,omitempty"` // "512Mi", "1Gi"
 	GPU    int    `json:"gpu,omitempty"`
 	Arch   string `json:"arch,omitempty"` // amd64, arm64, …
+	OS     string `json:"os,omitempty"`   // linux, darwin, …
 }
 
 // Job is the unit that one agent executes.
 type Job struct {
-	ID          string     `json:"id"`
-	Name        string     `json:"name"`
-	State       JobState   `json:"state"`
-	RunID       string     `json:"run_id,omitempty"`   // for a stage of a run; empty for a job submitted directly
-	StageID     string     `json:"stage_id,omitempty"` // the stage instance it executes
-	Attempt     int        `json:"attempt"`
-	MaxAttempts int        `json:"max_attempts"`
-	Priority    int        `json:"priority"`
-	Labels      []string   `json:"labels,omitempty"`
-	WorkerID    string     `json:"worker_id,omitempty"`
-	ExitCode    *int       `json:"exit_code,omitempty"` // nil until it ran
-	Error       string     `json:"error,omitempty"`
-	Spec        JobSpec    `json:"spec"`
-	CreatedAt   time.Time  `json:"created_at"`
-	StartedAt   *time.Time `json:"started_at,omitempty"`
-	FinishedAt  *time.Time `json:"finished_at,omitempty"`
+	ID          string   `json:"id"`
+	Name        string   `json:"name"`
+	State       JobState `json:"state"`
+	RunID       string   `json:"run_id,omitempty"`   // for a stage of a run; empty for a job submitted directly
+	StageID     string   `json:"stage_id,omitempty"` // the stage instance it executes
+	Attempt     int      `json:"attempt"`
+	MaxAttempts int      `json:"max_attempts"`
+	Priority    int      `json:"priority"`
+	Labels      []string `json:"labels,omitempty"`
+	WorkerID    string   `json:"worker_id,omitempty"`
+	ExitCode    *int     `json:"exit_code,omitempty"` // nil until it ran
+	Error       string   `json:"error,omitempty"`
+	Spec        JobSpec  `json:"spec"`
+	// WaitingReason says why a queued job waits when no connected agent
+	// could ever take it: "needs 4 GPUs; the largest agent has 0".
+	WaitingReason string     `json:"waiting_reason,omitempty"`
+	CreatedAt     time.Time  `json:"created_at"`
+	StartedAt     *time.Time `json:"started_at,omitempty"`
+	FinishedAt    *time.Time `json:"finished_at,omitempty"`
 }
 
 // ListJobsOptions selects a page of jobs.
@@ -317,16 +321,21 @@ const (
 
 // Agent is a registered worker.
 type Agent struct {
-	ID              string      `json:"id"`
-	Name            string      `json:"name"`
-	Labels          []string    `json:"labels,omitempty"`
-	Status          AgentStatus `json:"status"`
-	Version         string      `json:"version,omitempty"`
-	OS              string      `json:"os,omitempty"`
-	Arch            string      `json:"arch,omitempty"`
-	Capacity        int         `json:"capacity"`
-	LastHeartbeatAt *time.Time  `json:"last_heartbeat_at,omitempty"`
-	RegisteredAt    time.Time   `json:"registered_at"`
+	ID       string      `json:"id"`
+	Name     string      `json:"name"`
+	Labels   []string    `json:"labels,omitempty"`
+	Status   AgentStatus `json:"status"`
+	Version  string      `json:"version,omitempty"`
+	OS       string      `json:"os,omitempty"`
+	Arch     string      `json:"arch,omitempty"`
+	Capacity int         `json:"capacity"`
+	// The machine it reported, which jobs' resources are placed against
+	// (0: unknown).
+	CPUMillis       int64      `json:"cpu_millis,omitempty"` // CPUs, in thousandths
+	MemoryBytes     int64      `json:"memory_bytes,omitempty"`
+	GPUs            int        `json:"gpus,omitempty"`
+	LastHeartbeatAt *time.Time `json:"last_heartbeat_at,omitempty"`
+	RegisteredAt    time.Time  `json:"registered_at"`
 }
 
 // WorkerState is the state of an elastic worker.

@@ -197,10 +197,13 @@ func printJob(w io.Writer, output string, j sdk.Job) error {
 	if what == "" && len(j.Spec.Steps) > 0 {
 		what = fmt.Sprintf("%d steps", len(j.Spec.Steps))
 	}
-	return printFields(w, "id", j.ID, "name", j.Name, "state", string(j.State),
-		"attempt", fmt.Sprintf("%d of %d", j.Attempt, j.MaxAttempts), "priority", fmt.Sprint(j.Priority),
+	kv := []string{"id", j.ID, "name", j.Name, "state", string(j.State)}
+	if j.WaitingReason != "" {
+		kv = append(kv, "waiting", j.WaitingReason)
+	}
+	return printFields(w, append(kv, "attempt", fmt.Sprintf("%d of %d", j.Attempt, j.MaxAttempts), "priority", fmt.Sprint(j.Priority),
 		"labels", strings.Join(j.Labels, ","), "worker", j.WorkerID, "command", what, "exit code", exit, "error", j.Error,
-		"created", stamp(&j.CreatedAt), "started", stamp(j.StartedAt), "finished", stamp(j.FinishedAt))
+		"created", stamp(&j.CreatedAt), "started", stamp(j.StartedAt), "finished", stamp(j.FinishedAt))...)
 }
 
 // shellCommand makes one shell command of args: a single argument is taken

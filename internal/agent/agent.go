@@ -57,8 +57,12 @@ type Config struct {
 	// certificate on first use. Later connections verify the server with the
 	// CA stored at registration.
 	CAFile      string
-	Concurrency int           // jobs at once; default 1
-	Heartbeat   time.Duration // default 10s
+	Concurrency int // jobs at once; default 1
+	// CPUs ("2", "500m"), Memory ("16Gi") and GPUs ("1") replace what the
+	// agent finds on its host and reports to the server, which places jobs'
+	// resources by it; empty: what it finds.
+	CPUs, Memory, GPUs string
+	Heartbeat          time.Duration // default 10s
 	// Grace is how long a shutdown waits for running jobs before it
 	// cancels them; default 10s.
 	Grace time.Duration
@@ -112,6 +116,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 1
+	}
+	if _, err := measure(cfg); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
 	}
 	if cfg.Heartbeat <= 0 {
 		cfg.Heartbeat = DefaultHeartbeat
@@ -239,12 +246,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		cfg: cfg, client: agentrpc.NewAgentClient(cc), ctl: ctl, out: out, log: log, labels: labels,
 		stats: newHostStats(cfg.DataDir), beat: beat,
 	}
+	c.machine, _ = measure(cfg) // checked by New
 	// The connection outlives ctx: the shutdown reports over it.
 	connCtx, stopConn := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopConn()
 	connDone := make(chan struct{})
 	go func() { c.loop(connCtx); close(connDone) }()
-	log.Info("oxide-agent started", "server", cfg.Server, "labels", labels, "concurrency", cfg.Concurrency)
+	log.Info("oxide-agent started", "server", cfg.Server, "labels", labels, "concurrency", cfg.Concurrency,
+		"cpu_millis", c.machine.cpuMillis, "memory_bytes", c.machine.memory, "gpus", c.machine.gpus)
 
 	<-ctx.Done()
 	log.Info("oxide-agent shutting down", "grace", cfg.Grace)

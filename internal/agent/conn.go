@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"runtime"
 	"time"
 
 	"google.golang.org/grpc"
@@ -39,7 +40,9 @@ type conn struct {
 	log    *slog.Logger
 	labels []string
 	stats  *hostStats
-	beat   <-chan struct{} // a heartbeat is wanted now
+	// machine is what the agent has for jobs, said in every Hello.
+	machine machine
+	beat    <-chan struct{} // a heartbeat is wanted now
 }
 
 // loop keeps a session open until ctx is done.
@@ -86,6 +89,8 @@ func (c *conn) session(ctx context.Context) (heard bool, err error) {
 	hello := &agentrpc.Hello{
 		Version: c.cfg.Version, Capacity: int32(c.cfg.Concurrency), Labels: c.labels,
 		Running: c.ctl.held(), Draining: c.ctl.isDraining(),
+		CpuMillis: c.machine.cpuMillis, MemoryBytes: c.machine.memory, Gpus: int32(c.machine.gpus),
+		Os: runtime.GOOS, Arch: runtime.GOARCH,
 	}
 	if err := stream.Send(&agentrpc.AgentMessage{Msg: &agentrpc.AgentMessage_Hello{Hello: hello}}); err != nil {
 		return false, recvErr(stream, err)

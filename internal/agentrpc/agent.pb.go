@@ -357,7 +357,8 @@ func (*AgentMessage_Accepted) isAgentMessage_Msg() {}
 func (*AgentMessage_Rejected) isAgentMessage_Msg() {}
 
 // Hello opens a session: what the agent still runs from before (after a
-// reconnect) and how many jobs it takes.
+// reconnect), how many jobs it takes and the machine it has for them, which
+// the server places jobs by (0: unknown, nothing is placed by it).
 type Hello struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Version       string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
@@ -365,6 +366,11 @@ type Hello struct {
 	Labels        []string               `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty"`
 	Running       []*Lease               `protobuf:"bytes,4,rep,name=running,proto3" json:"running,omitempty"`
 	Draining      bool                   `protobuf:"varint,5,opt,name=draining,proto3" json:"draining,omitempty"`
+	CpuMillis     int64                  `protobuf:"varint,6,opt,name=cpu_millis,json=cpuMillis,proto3" json:"cpu_millis,omitempty"` // CPUs, in thousandths
+	MemoryBytes   int64                  `protobuf:"varint,7,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	Gpus          int32                  `protobuf:"varint,8,opt,name=gpus,proto3" json:"gpus,omitempty"`
+	Os            string                 `protobuf:"bytes,9,opt,name=os,proto3" json:"os,omitempty"`      // GOOS: linux, darwin, …
+	Arch          string                 `protobuf:"bytes,10,opt,name=arch,proto3" json:"arch,omitempty"` // GOARCH: amd64, arm64, …
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -432,6 +438,41 @@ func (x *Hello) GetDraining() bool {
 		return x.Draining
 	}
 	return false
+}
+
+func (x *Hello) GetCpuMillis() int64 {
+	if x != nil {
+		return x.CpuMillis
+	}
+	return 0
+}
+
+func (x *Hello) GetMemoryBytes() int64 {
+	if x != nil {
+		return x.MemoryBytes
+	}
+	return 0
+}
+
+func (x *Hello) GetGpus() int32 {
+	if x != nil {
+		return x.Gpus
+	}
+	return 0
+}
+
+func (x *Hello) GetOs() string {
+	if x != nil {
+		return x.Os
+	}
+	return ""
+}
+
+func (x *Hello) GetArch() string {
+	if x != nil {
+		return x.Arch
+	}
+	return ""
 }
 
 type Lease struct {
@@ -1473,13 +1514,20 @@ const file_agent_proto_rawDesc = "" +
 	"\x06result\x18\x05 \x01(\v2\x19.oxide.agent.v1.JobResultH\x00R\x06result\x129\n" +
 	"\baccepted\x18\x06 \x01(\v2\x1b.oxide.agent.v1.JobAcceptedH\x00R\baccepted\x129\n" +
 	"\brejected\x18\a \x01(\v2\x1b.oxide.agent.v1.JobRejectedH\x00R\brejectedB\x05\n" +
-	"\x03msg\"\xa2\x01\n" +
+	"\x03msg\"\x9c\x02\n" +
 	"\x05Hello\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x1a\n" +
 	"\bcapacity\x18\x02 \x01(\x05R\bcapacity\x12\x16\n" +
 	"\x06labels\x18\x03 \x03(\tR\x06labels\x12/\n" +
 	"\arunning\x18\x04 \x03(\v2\x15.oxide.agent.v1.LeaseR\arunning\x12\x1a\n" +
-	"\bdraining\x18\x05 \x01(\bR\bdraining\"U\n" +
+	"\bdraining\x18\x05 \x01(\bR\bdraining\x12\x1d\n" +
+	"\n" +
+	"cpu_millis\x18\x06 \x01(\x03R\tcpuMillis\x12!\n" +
+	"\fmemory_bytes\x18\a \x01(\x03R\vmemoryBytes\x12\x12\n" +
+	"\x04gpus\x18\b \x01(\x05R\x04gpus\x12\x0e\n" +
+	"\x02os\x18\t \x01(\tR\x02os\x12\x12\n" +
+	"\x04arch\x18\n" +
+	" \x01(\tR\x04arch\"U\n" +
 	"\x05Lease\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1b\n" +
 	"\tworker_id\x18\x02 \x01(\tR\bworkerId\x12\x18\n" +

@@ -65,6 +65,7 @@ type Resources struct {
 	Memory string `json:"memory,omitempty"` // bytes with an optional suffix: "512Mi", "1Gi", "2G"
 	GPU    int    `json:"gpu,omitempty"`
 	Arch   string `json:"arch,omitempty"` // amd64, arm64, …
+	OS     string `json:"os,omitempty"`   // linux, darwin, …
 }
 
 // ValidationError lists every problem found in a spec or in template

@@ -19,8 +19,8 @@ import (
 // returns them ready to run. A job whose secrets cannot be resolved is
 // finished as failed, with the reason, instead of being returned.
 func (s *Service) Claim(ctx context.Context, workerID string, labels []string, limit int) ([]spec.Assignment, error) {
-	if a, err := s.store.Agents().Get(ctx, workerID); err == nil && a.Status != store.AgentOnline && a.Status != store.AgentBusy {
-		return nil, nil // draining, offline or lost: no new work
+	if !s.takes(ctx, workerID) {
+		return nil, nil
 	}
 	jobs, err := s.store.Jobs().Claim(ctx, workerID, labels, limit, s.lease)
 	if err != nil {
@@ -28,23 +28,57 @@ func (s *Service) Claim(ctx context.Context, workerID string, labels []string, l
 	}
 	out := make([]spec.Assignment, 0, len(jobs))
 	for _, j := range jobs {
-		if j.Attempt > 1 {
-			if err := s.AppendLogs(ctx, j.ID, j.RunID, []store.LogLine{attemptLine(j)}); err != nil {
-				s.log.Warn("attempt line", "job_id", j.ID, "err", err)
-			}
-		}
-		a, err := s.assignment(ctx, j)
+		a, ok, err := s.ready(ctx, j)
 		if err != nil {
-			s.log.Warn("job cannot start", "job_id", j.ID, "err", err)
-			ferr := s.Finish(ctx, j.Lease(), runner.JobResult{Status: runner.StatusFailure, Err: err})
-			if ferr != nil {
-				return out, ferr
-			}
-			continue
+			return out, err
 		}
-		out = append(out, a)
+		if ok {
+			out = append(out, a)
+		}
 	}
 	return out, nil
+}
+
+// Take claims queued job jobID for workerID, whatever its labels (the
+// caller placed it), and returns it ready to run; false if it was taken
+// first, is no longer queued, or cannot start (it is finished as failed, as
+// Claim does).
+func (s *Service) Take(ctx context.Context, jobID, workerID string) (spec.Assignment, bool, error) {
+	if !s.takes(ctx, workerID) {
+		return spec.Assignment{}, false, nil
+	}
+	j, err := s.store.Jobs().Take(ctx, jobID, workerID, s.lease)
+	if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
+		return spec.Assignment{}, false, nil
+	}
+	if err != nil {
+		return spec.Assignment{}, false, err
+	}
+	s.needs.forget(jobID)
+	return s.ready(ctx, j)
+}
+
+// takes reports whether workerID takes new work: not when it is draining,
+// offline or lost.
+func (s *Service) takes(ctx context.Context, workerID string) bool {
+	a, err := s.store.Agents().Get(ctx, workerID)
+	return err != nil || a.Status == store.AgentOnline || a.Status == store.AgentBusy
+}
+
+// ready makes a claimed job's assignment; false when the job cannot start
+// and was finished as failed instead.
+func (s *Service) ready(ctx context.Context, j store.Job) (spec.Assignment, bool, error) {
+	if j.Attempt > 1 {
+		if err := s.AppendLogs(ctx, j.ID, j.RunID, []store.LogLine{attemptLine(j)}); err != nil {
+			s.log.Warn("attempt line", "job_id", j.ID, "err", err)
+		}
+	}
+	a, err := s.assignment(ctx, j)
+	if err != nil {
+		s.log.Warn("job cannot start", "job_id", j.ID, "err", err)
+		return spec.Assignment{}, false, s.Finish(ctx, j.Lease(), runner.JobResult{Status: runner.StatusFailure, Err: err})
+	}
+	return a, true, nil
 }
 
 // assignment makes the job of a claimed attempt: a submitted job's from its

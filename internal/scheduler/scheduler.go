@@ -76,7 +76,8 @@ type Service struct {
 	started      time.Time
 	log          *slog.Logger
 
-	runs compiledCache
+	runs  compiledCache
+	needs needCache
 
 	mu         sync.Mutex
 	waiters    []chan struct{}                        // workers waiting for queued jobs
@@ -96,6 +97,7 @@ func New(cfg Config) *Service {
 		store: cfg.Store, secrets: cfg.Secrets, live: cfg.Live, lease: cfg.Lease, log: cfg.Logger,
 		agentTimeout: cfg.AgentTimeout, started: time.Now(),
 		runs:    compiledCache{m: map[string]*plan.Run{}},
+		needs:   needCache{m: map[string]Need{}},
 		cancels: map[string]map[int]func(string){},
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/goccy/go-yaml"
+	"github.com/oxide-ci/oxide/internal/scheduler"
 	"github.com/spf13/pflag"
 )
 
@@ -59,8 +60,11 @@ type Config struct {
 	WorkerIdle         time.Duration
 	WorkerRegister     time.Duration
 	AgentTimeout       time.Duration
-	Lease              time.Duration
-	LogLevel           string
+	// Placement chooses among the agents that fit a queued job: best-fit
+	// (default), least-loaded or round-robin (scheduler.Strategy).
+	Placement string
+	Lease     time.Duration
+	LogLevel  string
 	// TLS of the agents' gRPC endpoint (package pki): the CA (its
 	// certificate, and its key in the same file to register agents) and
 	// the listener's certificate and key. Empty: a CA made in DataDir on
@@ -100,6 +104,7 @@ func (c *Config) Flags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.WorkerIdle, "worker-idle", 5*time.Minute, "an elastic worker idle this long is destroyed (down to --workers-min)")
 	fs.DurationVar(&c.WorkerRegister, "worker-register-timeout", time.Minute, "an elastic worker whose agent has not registered this long after its creation is destroyed")
 	fs.DurationVar(&c.AgentTimeout, "agent-timeout", 30*time.Second, "silence after which an agent is lost and its jobs go back to the queue")
+	fs.StringVar(&c.Placement, "placement", string(scheduler.BestFit), "how a job is placed among the agents that fit it: best-fit (the one left with the least free: fewest GPUs, CPUs, memory), least-loaded (fewest of its slots busy) or round-robin")
 	fs.DurationVar(&c.Lease, "lease", 30*time.Second, "how long a claimed job stays with a worker without a heartbeat")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.TLSCA, "tls-ca", "", "PEM `FILE` of the CA that signs and verifies agents' certificates, with its private key to register agents (default: ca.pem and ca-key.pem, made in the data directory)")

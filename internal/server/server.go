@@ -50,6 +50,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 	if cfg.Agents > 0 && cfg.GRPCAddr == "" {
 		cfg.GRPCAddr = "127.0.0.1:0" // for the own agent only
 	}
+	placement, err := scheduler.ParseStrategy(cfg.Placement)
+	if err != nil {
+		return fmt.Errorf("--placement: %w", err)
+	}
+	cfg.Placement = string(placement)
 	for _, name := range cfg.AgentEnv {
 		if strings.HasPrefix(name, "OXIDE_") {
 			return fmt.Errorf("--agent-env %s: the server's OXIDE_ settings and keys stay with it", name)
@@ -372,6 +377,7 @@ func newAgentService(cfg Config, st store.Store, svc *scheduler.Service, live sc
 	log.Info("agent endpoint", "grpc", cfg.GRPCAddr, "ca_fingerprint", ca.Fingerprint())
 	agents, err := agentsvc.New(agentsvc.Config{
 		Store: st, Control: svc, CA: ca, Certificate: cert, Live: live, Logger: log,
+		Placement: scheduler.Strategy(cfg.Placement),
 	})
 	return agents, ca, err
 }

@@ -389,6 +389,14 @@ type Jobs interface {
 	// lease of the given duration. Concurrent claims never return the same
 	// job.
 	Claim(ctx context.Context, workerID string, labels []string, limit int, lease time.Duration) ([]Job, error)
+	// Claimable returns up to limit of the queued jobs that Claim could
+	// take now, whatever their labels, in Claim's order after the first
+	// offset, without claiming them: what the server places on its agents.
+	Claimable(ctx context.Context, limit, offset int) ([]Job, error)
+	// Take claims queued job id for workerID as Claim does, whatever its
+	// labels. ErrConflict if the job is not queued or not yet due (a
+	// concurrent Take or Claim got it first).
+	Take(ctx context.Context, id, workerID string, lease time.Duration) (Job, error)
 	// Start marks an assigned job running. ErrConflict if l is not the
 	// job's current lease of an assigned job.
 	Start(ctx context.Context, l Lease) (Job, error)
@@ -489,16 +497,21 @@ func (s AgentStatus) Valid() bool {
 
 // Agent is a registered worker.
 type Agent struct {
-	ID              string      `json:"id"`
-	Name            string      `json:"name"`
-	Labels          []string    `json:"labels,omitempty"`
-	Status          AgentStatus `json:"status"`
-	Version         string      `json:"version,omitempty"`
-	OS              string      `json:"os,omitempty"`
-	Arch            string      `json:"arch,omitempty"`
-	Capacity        int         `json:"capacity"` // jobs it runs at once
-	LastHeartbeatAt *time.Time  `json:"last_heartbeat_at,omitempty"`
-	RegisteredAt    time.Time   `json:"registered_at"`
+	ID       string      `json:"id"`
+	Name     string      `json:"name"`
+	Labels   []string    `json:"labels,omitempty"`
+	Status   AgentStatus `json:"status"`
+	Version  string      `json:"version,omitempty"`
+	OS       string      `json:"os,omitempty"`
+	Arch     string      `json:"arch,omitempty"`
+	Capacity int         `json:"capacity"` // jobs it runs at once
+	// The machine it reported, which jobs' resources are placed against
+	// (0: unknown).
+	CPUMillis       int64      `json:"cpu_millis,omitempty"` // CPUs, in thousandths
+	MemoryBytes     int64      `json:"memory_bytes,omitempty"`
+	GPUs            int        `json:"gpus,omitempty"`
+	LastHeartbeatAt *time.Time `json:"last_heartbeat_at,omitempty"`
+	RegisteredAt    time.Time  `json:"registered_at"`
 }
 
 // Agents stores workers. Events: agent.registered, agent.<status> on a

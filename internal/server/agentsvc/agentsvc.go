@@ -11,6 +11,18 @@
 // Silent agents are found lost by the scheduler's sweep
 // (scheduler.Service.Sweep), which hands their jobs back to the queue.
 //
+// # Placement
+//
+// Whenever jobs are queued or slots are freed, the server places queued
+// jobs on the agents connected to it (scheduler.Placer): a job goes to an
+// agent that is not draining, has a free slot, the job's labels, OS and
+// arch, and the CPUs, memory and GPUs it asks for free (the machine the
+// agent reported in its Hello less what its running jobs asked for),
+// chosen by Config.Placement. A job that fits no agent stays queued; the
+// API says why when no connected agent could ever take it
+// (scheduler.Service.WaitingReason). Servers that share a database place
+// on their own agents only, and the store's Take gives each job to one.
+//
 // # Leases
 //
 // Every job the server pushes is a lease (job, agent, attempt) of the
@@ -47,6 +59,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -68,7 +81,15 @@ import (
 // use. OnCancel's fn is called from the goroutine that cancels the job and
 // must not block.
 type Control interface {
-	Claim(ctx context.Context, workerID string, labels []string, limit int) ([]spec.Assignment, error)
+	// Waiting returns up to limit of the jobs agents may take now, in the
+	// queue's order after the first offset, with what each needs of its
+	// agent.
+	Waiting(ctx context.Context, limit, offset int) ([]scheduler.Waiting, error)
+	// Need is what a job needs of its agent.
+	Need(ctx context.Context, j store.Job) scheduler.Need
+	// Take claims a queued job for an agent and returns it ready to run;
+	// false if it was taken first or cannot start.
+	Take(ctx context.Context, jobID, workerID string) (spec.Assignment, bool, error)
 	Start(ctx context.Context, l store.Lease) error
 	StepUpdate(ctx context.Context, l store.Lease, index int, r runner.StepResult) error
 	AppendLogs(ctx context.Context, jobID, runID string, lines []store.LogLine) error
@@ -107,13 +128,16 @@ type Config struct {
 	Live scheduler.Publisher
 	// KeepAlive is the interval of KeepAlive messages; default 15s.
 	KeepAlive time.Duration
-	// Poll is how often a session claims without being woken (for jobs
+	// Poll is how often a session places jobs without being woken (for jobs
 	// queued by other servers) and reads the agent's status (drained by
 	// another server?); default 1s.
 	Poll time.Duration
 	// OrphanGrace is how long a lease the store gives an agent may go
 	// unreported by it before it is failed; default 10s.
 	OrphanGrace time.Duration
+	// Placement chooses among the agents that fit a job; default
+	// scheduler.BestFit.
+	Placement scheduler.Strategy
 	// Now is the clock that OrphanGrace is measured with; default time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -123,13 +147,17 @@ type Config struct {
 type Server struct {
 	agentrpc.UnimplementedAgentServer
 
-	cfg   Config
-	store store.Store
-	ctl   Control
-	log   *slog.Logger
-	grpc  *grpc.Server
+	cfg    Config
+	store  store.Store
+	ctl    Control
+	placer *scheduler.Placer
+	log    *slog.Logger
+	grpc   *grpc.Server
 
 	refusals refusals // refused registrations by peer address
+
+	placeMu    sync.Mutex  // one round of placement at a time
+	placeAgain atomic.Bool // place was called during a round
 
 	stopping chan struct{} // closed by Stop
 	stopOnce sync.Once
@@ -163,11 +191,14 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Placement == "" {
+		cfg.Placement = scheduler.BestFit
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		cfg: cfg, store: cfg.Store, ctl: cfg.Control, log: cfg.Logger,
+		cfg: cfg, store: cfg.Store, ctl: cfg.Control, placer: scheduler.NewPlacer(cfg.Placement), log: cfg.Logger,
 		stopping: make(chan struct{}),
 		sessions: map[string]*session{}, watched: map[string]*watcher{},
 	}

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/oxide-ci/oxide/internal/agentrpc"
+	"github.com/oxide-ci/oxide/internal/jobspec"
 	"github.com/oxide-ci/oxide/internal/pki"
 	"github.com/oxide-ci/oxide/internal/scheduler"
 	"github.com/oxide-ci/oxide/internal/server/agentsvc"
@@ -677,5 +678,95 @@ func TestUnstoredNotAcknowledged(t *testing.T) {
 	lines, err := b.store.Logs().Read(context.Background(), j.ID, 0, 0)
 	if err != nil || len(lines) != 1 || lines[0].Text != "kept" {
 		t.Errorf("lines %+v, %v", lines, err)
+	}
+}
+
+// TestHelloMachine: the machine an agent says it has is stored on its row.
+func TestHelloMachine(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	id := b.register(t, &agentrpc.RegisterRequest{Name: "big", Os: "linux", Arch: "amd64"})
+	h := hello(2)
+	h.CpuMillis, h.MemoryBytes, h.Gpus, h.Os, h.Arch = 16000, 64<<30, 2, "linux", "arm64"
+	b.connect(t, id, h)
+	a, err := b.store.Agents().Get(context.Background(), id.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.CPUMillis != 16000 || a.MemoryBytes != 64<<30 || a.GPUs != 2 || a.Arch != "arm64" || a.Capacity != 2 {
+		t.Errorf("stored %+v", a)
+	}
+	bad := hello(1)
+	bad.Gpus = -1
+	a2 := b.open(t, &id.cert)
+	a2.send(t, &agentrpc.AgentMessage{Msg: &agentrpc.AgentMessage_Hello{Hello: bad}})
+	if err := a2.ended(t); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("a Hello with -1 GPUs: %v", err)
+	}
+}
+
+// TestPlacement: a job goes to the connected agent that has the resources
+// it asks for free; one that fits none stays queued.
+func TestPlacement(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	sized := func(name string, cpus int64, gpus int32) *agent {
+		id := b.register(t, &agentrpc.RegisterRequest{Name: name})
+		h := hello(2)
+		h.CpuMillis, h.MemoryBytes, h.Gpus, h.Os, h.Arch = cpus*1000, 8<<30, gpus, "linux", "amd64"
+		return b.connect(t, id, h)
+	}
+	small, big := sized("small", 2, 0), sized("big", 8, 1)
+	submit := func(name string, r *jobspec.Resources) store.Job {
+		j, err := b.svc.SubmitJob(ctx, jobspec.Spec{Name: name, Command: "true", Resources: r}, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return j
+	}
+	gpu := submit("gpu", &jobspec.Resources{GPU: 1})
+	if run := big.expectRun(t); run.Lease.JobId != gpu.ID {
+		t.Fatalf("big got %s, want the GPU job", run.Lease.JobId)
+	}
+	// best-fit: the small agent, though the big one has a slot free.
+	little := submit("little", &jobspec.Resources{CPU: "1"})
+	if run := small.expectRun(t); run.Lease.JobId != little.ID {
+		t.Fatalf("small got %s, want the little job", run.Lease.JobId)
+	}
+	// 4 CPUs fit only on big, whatever its GPU.
+	wide := submit("wide", &jobspec.Resources{CPU: "4"})
+	if run := big.expectRun(t); run.Lease.JobId != wide.ID {
+		t.Fatalf("big got %s, want the wide job", run.Lease.JobId)
+	}
+	// No room left on big for 5 more CPUs; none could ever take 16.
+	huge := submit("huge", &jobspec.Resources{CPU: "16"})
+	later := submit("later", &jobspec.Resources{CPU: "5"})
+	b.dispatched(t)
+	small.none(t, "a RunJob on small", isRun)
+	big.none(t, "a RunJob on big", isRun)
+	for _, j := range []store.Job{huge, later} {
+		if got := b.job(t, j.ID); got.State != store.JobQueued {
+			t.Errorf("%s is %s, want queued", j.Name, got.State)
+		}
+	}
+}
+
+// TestPlacementLooksPast: jobs that fit no agent, more than a page of the
+// queue, do not hold up one behind them that fits.
+func TestPlacementLooksPast(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	a := b.connect(t, b.register(t, &agentrpc.RegisterRequest{Name: "cpu-only"}), hello(1))
+	for i := range 50 {
+		if _, err := b.svc.SubmitJob(ctx, jobspec.Spec{Name: fmt.Sprint("gpu-", i), Command: "true", Priority: 5,
+			Resources: &jobspec.Resources{GPU: 1}}, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	j := b.submit(t, "plain")
+	if run := a.expectRun(t); run.Lease.JobId != j.ID {
+		t.Fatalf("RunJob of %s, want the plain job", run.Lease.JobId)
 	}
 }

@@ -80,7 +80,7 @@ func peerAgent(ctx context.Context, s *Server) (string, error) {
 
 // session is one Connect stream. The handler's goroutine processes what
 // the agent sends, in order; receive reads the stream, send writes it,
-// and dispatch claims and pushes jobs.
+// and dispatch places and pushes jobs.
 type session struct {
 	srv    *Server
 	id     string
@@ -108,6 +108,8 @@ type session struct {
 	mu        sync.Mutex
 	labels    []string
 	capacity  int
+	machine   scheduler.Resources // what the agent reported it has
+	os, arch  string
 	draining  bool // no more jobs
 	drainSent bool
 	jobs      map[string]*held  // the leases the agent holds, as this session knows
@@ -121,6 +123,7 @@ type session struct {
 type held struct {
 	store.Lease
 	runID string
+	need  scheduler.Resources // what the job asked for
 }
 
 func newSession(s *Server, a store.Agent, st stream) *session {
@@ -131,7 +134,7 @@ func newSession(s *Server, a store.Agent, st stream) *session {
 		in:     make(chan *agentrpc.AgentMessage, 64),
 		outSig: make(chan struct{}, 1), closing: make(chan struct{}), sendDone: make(chan struct{}),
 		check: make(chan struct{}, 1), freed: make(chan struct{}, 1), dispatchDone: make(chan struct{}),
-		labels: a.Labels, capacity: a.Capacity,
+		labels: a.Labels, capacity: a.Capacity, machine: machine(a), os: a.OS, arch: a.Arch,
 		jobs: map[string]*held{}, known: map[string]string{},
 		orphans: map[string]time.Time{}, missing: map[string]time.Time{}, cancelled: map[string]bool{},
 	}
@@ -209,7 +212,15 @@ func (s *Server) attach(ctx context.Context, sess *session, h *agentrpc.Hello) e
 		return status.Errorf(codes.InvalidArgument, "hello: %v", err)
 	}
 	want.Labels = pki.MergeLabels(a.Labels, h.GetLabels())
-	if want.Version != a.Version || want.Capacity != a.Capacity || !slices.Equal(want.Labels, a.Labels) {
+	if h.GetCpuMillis() < 0 || h.GetMemoryBytes() < 0 || h.GetGpus() < 0 || len(h.GetOs()) > 64 || len(h.GetArch()) > 64 {
+		return status.Error(codes.InvalidArgument, "hello: negative resources, or an os or arch longer than 64 bytes")
+	}
+	want.CPUMillis, want.MemoryBytes, want.GPUs = h.GetCpuMillis(), h.GetMemoryBytes(), int(h.GetGpus())
+	if h.GetOs() != "" || h.GetArch() != "" {
+		want.OS, want.Arch = h.GetOs(), h.GetArch()
+	}
+	if want.Version != a.Version || want.Capacity != a.Capacity || !slices.Equal(want.Labels, a.Labels) ||
+		want.CPUMillis != a.CPUMillis || want.MemoryBytes != a.MemoryBytes || want.GPUs != a.GPUs || want.OS != a.OS || want.Arch != a.Arch {
 		if a, err = s.store.Agents().Register(ctx, want); err != nil { // online again
 			return err
 		}
@@ -226,6 +237,7 @@ func (s *Server) attach(ctx context.Context, sess *session, h *agentrpc.Hello) e
 	}
 	sess.mu.Lock()
 	sess.labels, sess.capacity = a.Labels, a.Capacity
+	sess.machine, sess.os, sess.arch = machine(a), a.OS, a.Arch
 	sess.draining = next == store.AgentDraining
 	sess.drainSent = h.GetDraining() // an agent drained by the server is told so (run)
 	sess.mu.Unlock()
@@ -371,7 +383,7 @@ func (sess *session) reconcile(h *agentrpc.Hello) error {
 		j, err := sess.srv.store.Jobs().Get(sess.ctx, l.JobID)
 		switch {
 		case err == nil && active(j) && j.Lease() == l:
-			sess.hold(l, j.RunID)
+			sess.hold(l, j.RunID, sess.srv.ctl.Need(sess.ctx, j).Resources)
 		case err == nil:
 			sess.cancelJob(l.JobID, fmt.Sprintf("stale lease (attempt %d): the job is %s, attempt %d", l.Attempt, j.State, j.Attempt))
 		case errors.Is(err, store.ErrNotFound):
@@ -655,7 +667,7 @@ func (sess *session) reconcileRunning(heldIDs, running []string) {
 			continue
 		}
 		if slices.Contains(running, id) {
-			sess.hold(j.Lease(), j.RunID)
+			sess.hold(j.Lease(), j.RunID, s.ctl.Need(sess.ctx, j).Resources)
 			continue
 		}
 		sess.log.Warn("the agent does not run a job it holds: handing it back", "job_id", id, "attempt", j.Attempt)
@@ -706,9 +718,9 @@ func (sess *session) refreshStatus() {
 	}
 }
 
-// dispatch claims jobs for the agent's free slots whenever jobs are queued
-// or slots are freed (and every Poll, for jobs queued by other servers),
-// and pushes them.
+// dispatch places queued jobs on the agents connected to this server
+// (Server.place) whenever jobs are queued or the agent's slots are freed
+// (and every Poll, for jobs queued by other servers).
 func (sess *session) dispatch(ctx context.Context) {
 	defer close(sess.dispatchDone)
 	s := sess.srv
@@ -716,23 +728,7 @@ func (sess *session) dispatch(ctx context.Context) {
 	defer poll.Stop()
 	for {
 		queued := s.ctl.Queued()
-		sess.mu.Lock()
-		free, labels := sess.capacity-len(sess.jobs), sess.labels
-		if sess.draining {
-			free = 0
-		}
-		sess.mu.Unlock()
-		if free > 0 {
-			as, err := s.ctl.Claim(ctx, sess.id, labels, free)
-			if err != nil && ctx.Err() == nil {
-				sess.log.Error("claim", "err", err)
-			}
-			if ctx.Err() != nil {
-				sess.giveBack(as)
-				return
-			}
-			sess.runJobs(ctx, as)
-		}
+		s.place(ctx)
 		select {
 		case <-ctx.Done():
 			return
@@ -746,38 +742,29 @@ func (sess *session) dispatch(ctx context.Context) {
 	}
 }
 
-// runJobs pushes claimed jobs to the agent.
-func (sess *session) runJobs(ctx context.Context, as []spec.Assignment) {
-	if len(as) == 0 {
+// push sends the agent a job placed on it.
+func (sess *session) push(ctx context.Context, a spec.Assignment, need scheduler.Resources) {
+	l := a.Lease
+	m, err := runJob(a)
+	if err != nil {
+		sess.log.Error("job cannot be sent", "job_id", l.JobID, "err", err)
+		if err := sess.srv.ctl.Finish(ctx, l, runner.JobResult{Status: runner.StatusFailure, Err: err}); err != nil {
+			sess.log.Error("finish", "job_id", l.JobID, "err", err)
+		}
 		return
 	}
-	evs := make([]store.Event, 0, len(as))
-	for _, a := range as {
-		l := a.Lease
-		m, err := runJob(a)
-		if err != nil {
-			sess.log.Error("job cannot be sent", "job_id", l.JobID, "err", err)
-			if err := sess.srv.ctl.Finish(ctx, l, runner.JobResult{Status: runner.StatusFailure, Err: err}); err != nil {
-				sess.log.Error("finish", "job_id", l.JobID, "err", err)
-			}
-			continue
-		}
-		sess.hold(l, a.RunID)
-		sess.send1(m)
-		sess.log.Debug("job dispatched", "job_id", l.JobID, "run_id", a.RunID, "attempt", l.Attempt)
-		evs = append(evs, event("job", l.JobID, "job.dispatched", jobDispatch{JobID: l.JobID, RunID: a.RunID, AgentID: sess.id, Attempt: l.Attempt}))
-	}
-	sess.srv.events(ctx, evs...)
+	sess.hold(l, a.RunID, need)
+	sess.send1(m)
+	sess.log.Debug("job dispatched", "job_id", l.JobID, "run_id", a.RunID, "attempt", l.Attempt)
+	sess.srv.events(ctx, event("job", l.JobID, "job.dispatched", jobDispatch{JobID: l.JobID, RunID: a.RunID, AgentID: sess.id, Attempt: l.Attempt}))
 }
 
-// giveBack hands back jobs claimed as the session ended.
-func (sess *session) giveBack(as []spec.Assignment) {
+// giveBack hands back a job placed on the agent as its session ended.
+func (sess *session) giveBack(a spec.Assignment) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(sess.ctx), sendTimeout)
 	defer cancel()
-	for _, a := range as {
-		if err := sess.srv.ctl.FailLease(ctx, a.Lease, "not delivered: the agent disconnected"); err != nil {
-			sess.log.Warn("hand a job back", "job_id", a.Lease.JobID, "err", err) // its lease expires
-		}
+	if err := sess.srv.ctl.FailLease(ctx, a.Lease, "not delivered: the agent disconnected"); err != nil {
+		sess.log.Warn("hand a job back", "job_id", a.Lease.JobID, "err", err) // its lease expires
 	}
 }
 
@@ -799,9 +786,9 @@ func runJob(a spec.Assignment) (*agentrpc.ServerMessage, error) {
 
 // hold counts a lease as the agent's and forwards the job's cancellation
 // to it.
-func (sess *session) hold(l store.Lease, runID string) {
+func (sess *session) hold(l store.Lease, runID string, need scheduler.Resources) {
 	sess.mu.Lock()
-	sess.jobs[l.JobID] = &held{Lease: l, runID: runID}
+	sess.jobs[l.JobID] = &held{Lease: l, runID: runID, need: need}
 	sess.known[l.JobID] = runID
 	delete(sess.orphans, l.JobID)
 	sess.mu.Unlock()

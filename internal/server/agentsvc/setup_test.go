@@ -102,8 +102,8 @@ func setupWith(t *testing.T, o options) *bundle {
 }
 
 // loops counts the rounds of the sessions' dispatch loops: each begins
-// with a call of Control.Queued, then claims for the agent's free slots
-// and queues a RunJob for each job claimed.
+// with a call of Control.Queued, then places queued jobs on the agents' free
+// slots and queues a RunJob for each job placed.
 type loops struct {
 	agentsvc.Control
 	n atomic.Int64

@@ -25,6 +25,9 @@ type agentJSON struct {
 	OS              string            `json:"os,omitempty"`
 	Arch            string            `json:"arch,omitempty"`
 	Capacity        int               `json:"capacity"`
+	CPUMillis       int64             `json:"cpu_millis,omitempty"`
+	MemoryBytes     int64             `json:"memory_bytes,omitempty"`
+	GPUs            int               `json:"gpus,omitempty"`
 	LastHeartbeatAt *time.Time        `json:"last_heartbeat_at,omitempty"`
 	RegisteredAt    time.Time         `json:"registered_at"`
 }
@@ -32,7 +35,8 @@ type agentJSON struct {
 func toAgent(a store.Agent) agentJSON {
 	out := agentJSON{
 		ID: a.ID, Name: a.Name, Labels: a.Labels, Status: a.Status, Version: a.Version, OS: a.OS, Arch: a.Arch,
-		Capacity: a.Capacity, LastHeartbeatAt: utc(a.LastHeartbeatAt), RegisteredAt: a.RegisteredAt.UTC(),
+		Capacity: a.Capacity, CPUMillis: a.CPUMillis, MemoryBytes: a.MemoryBytes, GPUs: a.GPUs,
+		LastHeartbeatAt: utc(a.LastHeartbeatAt), RegisteredAt: a.RegisteredAt.UTC(),
 	}
 	if out.Labels == nil {
 		out.Labels = []string{}

@@ -59,6 +59,9 @@ type Control interface {
 	CancelJob(ctx context.Context, id, actor string) (store.Job, error)
 	// DrainAgent lets an agent finish its jobs but claim no more.
 	DrainAgent(ctx context.Context, id, actor string) (store.Agent, error)
+	// WaitingReason says why a queued job waits when no connected agent
+	// could ever take it; empty when one could.
+	WaitingReason(ctx context.Context, j store.Job) (string, error)
 }
 
 // Config configures the API.

@@ -26,9 +26,12 @@ type jobJSON struct {
 	ExitCode    *int            `json:"exit_code,omitempty"`
 	Error       string          `json:"error,omitempty"`
 	Spec        json.RawMessage `json:"spec,omitempty"`
-	CreatedAt   time.Time       `json:"created_at"`
-	StartedAt   *time.Time      `json:"started_at,omitempty"`
-	FinishedAt  *time.Time      `json:"finished_at,omitempty"`
+	// WaitingReason, of a queued job, says why no connected agent could
+	// ever take it.
+	WaitingReason string     `json:"waiting_reason,omitempty"`
+	CreatedAt     time.Time  `json:"created_at"`
+	StartedAt     *time.Time `json:"started_at,omitempty"`
+	FinishedAt    *time.Time `json:"finished_at,omitempty"`
 }
 
 func toJob(j store.Job) jobJSON {
@@ -158,7 +161,11 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request, _ *principal) er
 	if err != nil {
 		return fmt.Errorf("job %q: %w", r.PathValue("id"), err)
 	}
-	writeJSON(w, http.StatusOK, toJob(j))
+	out := toJob(j)
+	if out.WaitingReason, err = s.control.WaitingReason(r.Context(), j); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 

@@ -17,6 +17,7 @@ type jobResp struct {
 	Labels      []string        `json:"labels"`
 	Error       string          `json:"error"`
 	Spec        json.RawMessage `json:"spec"`
+	Waiting     string          `json:"waiting_reason"`
 }
 
 func TestJobs(t *testing.T) {
@@ -64,7 +65,7 @@ func TestJobs(t *testing.T) {
 
 	var got jobResp
 	b.do(t, "GET", "/api/v1/jobs/"+job.ID, b.viewer, nil).want(t, 200).json(t, &got)
-	if got.ID != job.ID {
+	if got.ID != job.ID || got.Waiting != "no agent is connected" {
 		t.Errorf("GET job = %+v", got)
 	}
 	b.do(t, "GET", "/api/v1/jobs/nope", b.viewer, nil).wantError(t, 404, "not_found")

@@ -297,6 +297,14 @@ type fakeControl struct {
 	calls []string
 }
 
+// WaitingReason gives every queued job the same reason.
+func (f *fakeControl) WaitingReason(_ context.Context, j store.Job) (string, error) {
+	if j.State != store.JobQueued {
+		return "", nil
+	}
+	return "no agent is connected", nil
+}
+
 func (f *fakeControl) called(format string, args ...any) {
 	f.mu.Lock()
 	f.calls = append(f.calls, fmt.Sprintf(format, args...))

@@ -174,6 +174,29 @@ func (t jobs) Claim(ctx context.Context, workerID string, labels []string, limit
 		workerID, nonNil(labels), limit, lease.Seconds())
 }
 
+func (t jobs) Claimable(ctx context.Context, limit, offset int) (js []store.Job, err error) {
+	if limit <= 0 || offset < 0 {
+		return nil, fmt.Errorf("%w: claimable needs a limit and an offset of 0 or more", store.ErrInvalid)
+	}
+	err = t.read(ctx, func(q querier) error {
+		rows, err := q.Query(ctx, `SELECT `+jobCols+` FROM jobs WHERE state = 'queued' AND queued_at <= now()
+			ORDER BY priority DESC, queued_at, seq LIMIT $1 OFFSET $2`, limit, offset)
+		js, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.Job, error) { return scanJob(r) })
+		return err
+	})
+	return js, err
+}
+
+func (t jobs) Take(ctx context.Context, id, workerID string, lease time.Duration) (store.Job, error) {
+	if workerID == "" || lease <= 0 {
+		return store.Job{}, fmt.Errorf("%w: take needs a worker and a lease", store.ErrInvalid)
+	}
+	return t.changedOne(ctx, id, `UPDATE jobs SET state = 'assigned', worker_id = $2, attempt = attempt + 1,
+			lease_until = now() + make_interval(secs => $3)
+		WHERE id = $1 AND state = 'queued' AND queued_at <= now() RETURNING `+jobCols,
+		id, workerID, lease.Seconds())
+}
+
 func (t jobs) Start(ctx context.Context, l store.Lease) (store.Job, error) {
 	return t.changedOne(ctx, l.JobID, `UPDATE jobs SET state = 'running', started_at = now()
 		WHERE id = $1 AND worker_id = $2 AND attempt = $3 AND state = 'assigned' RETURNING `+jobCols,

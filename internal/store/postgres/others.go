@@ -14,11 +14,11 @@ import (
 
 type agents struct{ *conn }
 
-const agentCols = `id, name, labels, status, version, os, arch, capacity, last_heartbeat_at, registered_at`
+const agentCols = `id, name, labels, status, version, os, arch, capacity, cpu_millis, memory_bytes, gpus, last_heartbeat_at, registered_at`
 
 func scanAgent(r pgx.Row) (store.Agent, error) {
 	var a store.Agent
-	err := r.Scan(&a.ID, &a.Name, &a.Labels, &a.Status, &a.Version, &a.OS, &a.Arch, &a.Capacity, &a.LastHeartbeatAt, &a.RegisteredAt)
+	err := r.Scan(&a.ID, &a.Name, &a.Labels, &a.Status, &a.Version, &a.OS, &a.Arch, &a.Capacity, &a.CPUMillis, &a.MemoryBytes, &a.GPUs, &a.LastHeartbeatAt, &a.RegisteredAt)
 	a.Labels = nilIfEmpty(a.Labels)
 	return a, err
 }
@@ -30,18 +30,19 @@ func (t agents) Register(ctx context.Context, a store.Agent) (store.Agent, error
 	if a.Capacity == 0 {
 		a.Capacity = 1
 	}
-	if a.Capacity < 0 {
-		return a, fmt.Errorf("%w: agent capacity %d", store.ErrInvalid, a.Capacity)
+	if a.Capacity < 0 || a.CPUMillis < 0 || a.MemoryBytes < 0 || a.GPUs < 0 {
+		return a, fmt.Errorf("%w: agent capacity %d, cpu %dm, memory %d, gpus %d", store.ErrInvalid, a.Capacity, a.CPUMillis, a.MemoryBytes, a.GPUs)
 	}
 	var out store.Agent
 	err := t.write(ctx, func(q querier) (err error) {
 		out, err = scanAgent(q.QueryRow(ctx, `INSERT INTO agents (id, name, labels, status, version, os, arch, capacity,
-				last_heartbeat_at, registered_at)
-			VALUES ($1, $2, $3, 'online', $4, $5, $6, $7, now(), now())
+				cpu_millis, memory_bytes, gpus, last_heartbeat_at, registered_at)
+			VALUES ($1, $2, $3, 'online', $4, $5, $6, $7, $8, $9, $10, now(), now())
 			ON CONFLICT (id) DO UPDATE SET name = excluded.name, labels = excluded.labels, status = 'online',
 				version = excluded.version, os = excluded.os, arch = excluded.arch, capacity = excluded.capacity,
+				cpu_millis = excluded.cpu_millis, memory_bytes = excluded.memory_bytes, gpus = excluded.gpus,
 				last_heartbeat_at = now()
-			RETURNING `+agentCols, a.ID, a.Name, nonNil(a.Labels), a.Version, a.OS, a.Arch, a.Capacity))
+			RETURNING `+agentCols, a.ID, a.Name, nonNil(a.Labels), a.Version, a.OS, a.Arch, a.Capacity, a.CPUMillis, a.MemoryBytes, a.GPUs))
 		if err != nil {
 			return err
 		}

@@ -186,6 +186,28 @@ func (t jobs) Claim(ctx context.Context, workerID string, labels []string, limit
 	return js, err
 }
 
+func (t jobs) Claimable(ctx context.Context, limit, offset int) (js []store.Job, err error) {
+	if limit <= 0 || offset < 0 {
+		return nil, fmt.Errorf("%w: claimable needs a limit and an offset of 0 or more", store.ErrInvalid)
+	}
+	err = t.read(func(q querier) error {
+		rows, err := q.QueryContext(ctx, `SELECT `+jobCols+` FROM jobs WHERE state = 'queued' AND queued_at <= ?
+			ORDER BY priority DESC, queued_at, rowid LIMIT ? OFFSET ?`, ts(now()), limit, offset)
+		js, err = all(rows, err, scanJob)
+		return err
+	})
+	return js, err
+}
+
+func (t jobs) Take(ctx context.Context, id, workerID string, lease time.Duration) (store.Job, error) {
+	if workerID == "" || lease <= 0 {
+		return store.Job{}, fmt.Errorf("%w: take needs a worker and a lease", store.ErrInvalid)
+	}
+	return t.changedOne(ctx, id, `UPDATE jobs SET state = 'assigned', worker_id = ?, attempt = attempt + 1, lease_until = ?
+		WHERE id = ? AND state = 'queued' AND queued_at <= ? RETURNING `+jobCols,
+		func(now time.Time) []any { return []any{workerID, ts(now.Add(lease)), id, ts(now)} })
+}
+
 func (t jobs) Start(ctx context.Context, l store.Lease) (store.Job, error) {
 	return t.changedOne(ctx, l.JobID, `UPDATE jobs SET state = 'running', started_at = ?
 		WHERE id = ? AND worker_id = ? AND attempt = ? AND state = 'assigned' RETURNING `+jobCols,

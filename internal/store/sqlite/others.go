@@ -13,11 +13,11 @@ import (
 
 type agents struct{ *conn }
 
-const agentCols = `id, name, labels, status, version, os, arch, capacity, last_heartbeat_at, registered_at`
+const agentCols = `id, name, labels, status, version, os, arch, capacity, cpu_millis, memory_bytes, gpus, last_heartbeat_at, registered_at`
 
 func scanAgent(r scanner) (store.Agent, error) {
 	var a store.Agent
-	err := r.Scan(&a.ID, &a.Name, jsonCol{&a.Labels}, &a.Status, &a.Version, &a.OS, &a.Arch, &a.Capacity,
+	err := r.Scan(&a.ID, &a.Name, jsonCol{&a.Labels}, &a.Status, &a.Version, &a.OS, &a.Arch, &a.Capacity, &a.CPUMillis, &a.MemoryBytes, &a.GPUs,
 		nullTimeCol{&a.LastHeartbeatAt}, timeCol{&a.RegisteredAt})
 	if len(a.Labels) == 0 {
 		a.Labels = nil
@@ -32,18 +32,19 @@ func (t agents) Register(ctx context.Context, a store.Agent) (store.Agent, error
 	if a.Capacity == 0 {
 		a.Capacity = 1
 	}
-	if a.Capacity < 0 {
-		return a, fmt.Errorf("%w: agent capacity %d", store.ErrInvalid, a.Capacity)
+	if a.Capacity < 0 || a.CPUMillis < 0 || a.MemoryBytes < 0 || a.GPUs < 0 {
+		return a, fmt.Errorf("%w: agent capacity %d, cpu %dm, memory %d, gpus %d", store.ErrInvalid, a.Capacity, a.CPUMillis, a.MemoryBytes, a.GPUs)
 	}
 	var out store.Agent
 	err := t.write(ctx, func(q querier, now time.Time) (err error) {
 		out, err = scanAgent(q.QueryRowContext(ctx, `INSERT INTO agents (id, name, labels, status, version, os, arch, capacity,
-				last_heartbeat_at, registered_at)
-			VALUES (?1, ?2, ?3, 'online', ?4, ?5, ?6, ?7, ?8, ?8)
+				cpu_millis, memory_bytes, gpus, last_heartbeat_at, registered_at)
+			VALUES (?1, ?2, ?3, 'online', ?4, ?5, ?6, ?7, ?9, ?10, ?11, ?8, ?8)
 			ON CONFLICT (id) DO UPDATE SET name = excluded.name, labels = excluded.labels, status = 'online',
 				version = excluded.version, os = excluded.os, arch = excluded.arch, capacity = excluded.capacity,
+				cpu_millis = excluded.cpu_millis, memory_bytes = excluded.memory_bytes, gpus = excluded.gpus,
 				last_heartbeat_at = ?8
-			RETURNING `+agentCols, a.ID, a.Name, labelsArg(a.Labels), a.Version, a.OS, a.Arch, a.Capacity, ts(now)))
+			RETURNING `+agentCols, a.ID, a.Name, labelsArg(a.Labels), a.Version, a.OS, a.Arch, a.Capacity, ts(now), a.CPUMillis, a.MemoryBytes, a.GPUs))
 		if err != nil {
 			return err
 		}

@@ -404,3 +404,52 @@ func testTwoServersClaim(t *testing.T, open OpenFunc) {
 	equal(t, n, total)
 	t.Logf("claims per server: %v", byStore)
 }
+
+// testTake: Claimable shows what Claim would take, whatever its labels,
+// without taking it; Take claims one job of them, once.
+func testTake(t *testing.T, open OpenFunc) {
+	ctx := context.Background()
+	st := openStore(t, open)
+	later := time.Now().Add(time.Hour)
+	js := enqueue(t, st,
+		store.Job{Name: "low"},
+		store.Job{Name: "gpu", Labels: []string{"gpu"}, Priority: 5},
+		store.Job{Name: "pending", State: store.JobPending},
+		store.Job{Name: "not yet", QueuedAt: &later})
+	_, err := st.Jobs().Claimable(ctx, 0, 0)
+	wantErr(t, err, store.ErrInvalid)
+	_, err = st.Jobs().Claimable(ctx, 1, -1)
+	wantErr(t, err, store.ErrInvalid)
+	got, err := st.Jobs().Claimable(ctx, 10, 0)
+	noErr(t, err)
+	equal(t, names(got), []string{"gpu", "low"})
+	got, err = st.Jobs().Claimable(ctx, 1, 0)
+	noErr(t, err)
+	equal(t, names(got), []string{"gpu"})
+	got, err = st.Jobs().Claimable(ctx, 1, 1)
+	noErr(t, err)
+	equal(t, names(got), []string{"low"})
+
+	j, err := st.Jobs().Take(ctx, js[1].ID, "w1", time.Minute)
+	noErr(t, err)
+	if j.State != store.JobAssigned || j.WorkerID != "w1" || j.Attempt != 1 || j.LeaseUntil == nil {
+		t.Fatalf("taken %+v", j)
+	}
+	_, err = st.Jobs().Take(ctx, js[1].ID, "w2", time.Minute)
+	wantErr(t, err, store.ErrConflict)
+	for _, id := range []string{js[2].ID, js[3].ID} { // pending; queued for later
+		_, err = st.Jobs().Take(ctx, id, "w2", time.Minute)
+		wantErr(t, err, store.ErrConflict)
+	}
+	_, err = st.Jobs().Take(ctx, "no-such-job", "w2", time.Minute)
+	wantErr(t, err, store.ErrNotFound)
+	_, err = st.Jobs().Take(ctx, js[0].ID, "", time.Minute)
+	wantErr(t, err, store.ErrInvalid)
+	got, err = st.Jobs().Claimable(ctx, 10, 0)
+	noErr(t, err)
+	equal(t, names(got), []string{"low"})
+	equal(t, eventTypes(t, st, js[1].ID), []string{"job.queued", "job.assigned"})
+	held, err := st.Jobs().Extend(ctx, "w1", time.Minute) // the lease is w1's, as a claim's
+	noErr(t, err)
+	equal(t, held, []string{js[1].ID})
+}

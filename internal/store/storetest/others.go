@@ -34,6 +34,18 @@ func testAgents(t *testing.T, open OpenFunc) {
 	got, err := as.Get(ctx, a.ID)
 	noErr(t, err)
 	equal(t, got, again)
+	// The machine it reports is stored, and replaced on registering again.
+	sized, err := as.Register(ctx, store.Agent{ID: a.ID, Name: "runner-1", Labels: []string{"linux"}, Capacity: 4,
+		OS: "linux", Arch: "arm64", CPUMillis: 8000, MemoryBytes: 16 << 30, GPUs: 2})
+	noErr(t, err)
+	if sized.CPUMillis != 8000 || sized.MemoryBytes != 16<<30 || sized.GPUs != 2 || sized.Arch != "arm64" {
+		t.Fatalf("registered with resources %+v", sized)
+	}
+	got, err = as.Get(ctx, a.ID)
+	noErr(t, err)
+	equal(t, got, sized)
+	_, err = as.Register(ctx, store.Agent{ID: a.ID, Name: "runner-1", GPUs: -1})
+	wantErr(t, err, store.ErrInvalid)
 
 	noErr(t, as.Heartbeat(ctx, a.ID))
 	wantErr(t, as.Heartbeat(ctx, "no-such-agent"), store.ErrNotFound)
@@ -99,7 +111,7 @@ func testAgents(t *testing.T, open OpenFunc) {
 	_, err = as.Get(ctx, a.ID)
 	wantErr(t, err, store.ErrNotFound)
 	wantErr(t, as.Delete(ctx, a.ID), store.ErrNotFound)
-	equal(t, eventTypes(t, st, a.ID), []string{"agent.registered", "agent.offline", "agent.registered", "agent.busy", "agent.lost", "agent.deleted"})
+	equal(t, eventTypes(t, st, a.ID), []string{"agent.registered", "agent.offline", "agent.registered", "agent.registered", "agent.busy", "agent.lost", "agent.deleted"})
 }
 
 func testSecrets(t *testing.T, open OpenFunc) {

@@ -35,6 +35,7 @@ func Run(t *testing.T, newDB func(t *testing.T) OpenFunc) {
 		"BootstrapTokenRace": testBootstrapTokenRace,
 		"ClaimOrder":         testClaimOrder,
 		"ClaimLabels":        testClaimLabels,
+		"Take":               testTake,
 		"JobLifecycle":       testJobLifecycle,
 		"LeaseExpiry":        testLeaseExpiry,
 		"Fail":               testFail,

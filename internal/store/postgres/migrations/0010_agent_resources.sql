@@ -1,0 +1,5 @@
+-- The machine an agent reports, which jobs' resources are placed against
+-- (0: unknown).
+ALTER TABLE agents ADD COLUMN cpu_millis bigint NOT NULL DEFAULT 0;
+ALTER TABLE agents ADD COLUMN memory_bytes bigint NOT NULL DEFAULT 0;
+ALTER TABLE agents ADD COLUMN gpus integer NOT NULL DEFAULT 0;
