@@ -38,6 +38,7 @@ import (
 	"github.com/oxide-ci/oxide/internal/environment/docker"
 	"github.com/oxide-ci/oxide/internal/environment/host"
 	"github.com/oxide-ci/oxide/internal/pipeline"
+	dockerprovider "github.com/oxide-ci/oxide/internal/provider/docker"
 	"github.com/oxide-ci/oxide/internal/runner"
 	"github.com/oxide-ci/oxide/internal/server"
 	"github.com/oxide-ci/oxide/internal/server/api"
@@ -62,18 +63,23 @@ func run(n, workers, rounds int) error {
 		return err
 	}
 	defer eng.Close()
-	image, err := dockertest.Busybox(ctx, eng.Client())
+	cli, err := dockerprovider.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	image, err := dockertest.Busybox(ctx, cli)
 	if err != nil {
 		return err
 	}
 	if err := jobOverhead(ctx, eng, image, n); err != nil {
 		return err
 	}
-	workerImage, err := dockertest.Worker(ctx, eng.Client())
+	workerImage, err := dockertest.Worker(ctx, cli)
 	if err != nil {
 		return err
 	}
-	return burst(eng.Client(), workerImage, workers, rounds)
+	return burst(cli, workerImage, workers, rounds)
 }
 
 // phases are the times of one job.

@@ -6,7 +6,9 @@
 // Cases (from the issue): one step; 20 sequential steps; one step then 20
 // in parallel; a step printing 200,000 lines with masking on. Baselines:
 // bash running the same step scripts (each in its own `bash -e`, as oxide
-// does) and `bash -c 'seq 1 200000' | sed 's/^/x:/'` for the lines.
+// does) and `bash -c 'seq 1 200000' | sed 's/^/x:/'` for the lines. And
+// the CLI's start-up: `oxide --version` against an empty Go program built
+// the same way, run alternately.
 package main
 
 import (
@@ -23,6 +25,7 @@ import (
 
 func main() {
 	n := flag.Int("n", 20, "repetitions of each command (the median is reported)")
+	starts := flag.Int("starts", 200, "runs of oxide --version and of the empty program")
 	flag.Parse()
 	dir, err := os.MkdirTemp("", "oxide-bench-")
 	check(err)
@@ -30,6 +33,11 @@ func main() {
 
 	oxide := filepath.Join(dir, "oxide")
 	build := exec.Command("go", "build", "-o", oxide, "./cmd/oxide")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	check(build.Run())
+	empty := filepath.Join(dir, "empty")
+	check(os.WriteFile(empty+".go", []byte("package main\n\nfunc main() {}\n"), 0o644))
+	build = exec.Command("go", "build", "-o", empty, empty+".go")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	check(build.Run())
 
@@ -57,6 +65,8 @@ func main() {
 	fan := write("fan.yaml", steps(1, false)+"  - name: p\n    depends_on: [s]\n    parallel: true\n    steps:\n"+parSteps(20))
 	lines := write("lines.yaml", "version: \"1\"\nname: lines\nstages:\n  - name: s\n    steps:\n      - name: seq\n        run: seq 1 200000\n")
 	step := write("step.sh", "true\n")
+
+	oxStart, emptyStart := startup(*starts, oxide, empty)
 
 	run := func(name string, args ...string) result {
 		return measure(*n, dir, name, args...)
@@ -86,6 +96,31 @@ func main() {
 	fmt.Printf("200,000 lines vs bash|sed:     %.2fx  (target <= 1.5x)\n", float64(oxLines.median)/float64(bashLines.median))
 	fmt.Printf("peak memory (max over cases):  %.1f MiB (target <= 25 MiB; woodpecker 40-48 MiB)\n",
 		float64(max(ox1.maxRSS, ox20.maxRSS, oxFan.maxRSS, oxLines.maxRSS))/1024)
+	fmt.Printf("oxide --version start-up:      %s vs empty Go program %s (+%s; p90 %s vs %s; target <= +3ms)\n",
+		ms(oxStart[0]), ms(emptyStart[0]), ms(oxStart[0]-emptyStart[0]), ms(oxStart[1]), ms(emptyStart[1]))
+}
+
+// startup runs oxide --version and the empty program n times each (after
+// a warm-up), alternately so that both meet the same load, and returns
+// the median and 90th percentile wall time of each.
+func startup(n int, oxide, empty string) (ox, base [2]time.Duration) {
+	var a, b []time.Duration
+	timed := func(args ...string) time.Duration {
+		start := time.Now()
+		check(exec.Command(args[0], args[1:]...).Run())
+		return time.Since(start)
+	}
+	for i := range n + 1 {
+		x, y := timed(oxide, "--version"), timed(empty)
+		if i > 0 {
+			a, b = append(a, x), append(b, y)
+		}
+	}
+	pct := func(ts []time.Duration) [2]time.Duration {
+		slices.Sort(ts)
+		return [2]time.Duration{ts[len(ts)/2], ts[len(ts)*9/10]}
+	}
+	return pct(a), pct(b)
 }
 
 func parSteps(count int) string {

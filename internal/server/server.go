@@ -25,7 +25,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/oxide-ci/oxide/internal/datadir"
-	"github.com/oxide-ci/oxide/internal/environment/docker"
 	"github.com/oxide-ci/oxide/internal/events/natsbus"
 	"github.com/oxide-ci/oxide/internal/pki"
 	"github.com/oxide-ci/oxide/internal/provider"
@@ -438,18 +437,18 @@ func newProvider(ctx context.Context, cfg Config, agents *agentsvc.Server, log *
 	case agents == nil:
 		return nil, nil, errors.New("--provider needs the agents' endpoint: set --grpc-addr")
 	}
-	eng, err := docker.Connect(ctx, docker.Options{})
+	cli, err := dockerprovider.Connect(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--provider docker: %w", err)
 	}
 	dataRoot, err := filepath.Abs(filepath.Join(cfg.DataDir, "workers"))
 	if err != nil {
-		eng.Close()
+		cli.Close()
 		return nil, nil, err
 	}
-	return dockerprovider.New(eng.Client(), dockerprovider.Config{
+	return dockerprovider.New(cli, dockerprovider.Config{
 		Image: cfg.WorkerImage, Network: cfg.WorkerNetwork, Logger: log,
 		Pool:         cmp.Or(cfg.WorkerPool, stableID(cfg.DataDir, "worker-pool")),
 		DockerSocket: cfg.WorkerDockerSocket, DataRoot: dataRoot,
-	}), func() { eng.Close() }, nil
+	}), func() { cli.Close() }, nil
 }

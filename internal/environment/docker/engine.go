@@ -11,11 +11,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/url"
 	"strings"
 	"time"
-
-	cerrdefs "github.com/containerd/errdefs"
-	"github.com/moby/moby/client"
 
 	"github.com/oxide-ci/oxide/internal/runner"
 	"github.com/oxide-ci/oxide/internal/spec"
@@ -51,7 +50,7 @@ type Options struct {
 
 // Engine makes container environments on one Docker engine.
 type Engine struct {
-	cli  *client.Client
+	api  *api
 	opts Options
 }
 
@@ -59,18 +58,14 @@ type Engine struct {
 // socket) names, at the API version both sides speak. It fails when no
 // engine answers.
 func Connect(ctx context.Context, opts Options) (*Engine, error) {
-	cli, err := client.New(client.FromEnv)
+	a, err := dialEngine(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("docker: %w", err)
-	}
-	if _, err := cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
-		cli.Close()
 		return nil, fmt.Errorf("docker: no engine answers: %w", err)
 	}
 	if opts.Grace <= 0 {
 		opts.Grace = 10 * time.Second
 	}
-	return &Engine{cli: cli, opts: opts}, nil
+	return &Engine{api: a, opts: opts}, nil
 }
 
 // Modes of Open.
@@ -105,15 +100,15 @@ func Open(ctx context.Context, mode string, opts Options, log *slog.Logger) (*En
 	if err != nil {
 		log.Warn("docker: sweep", "err", err)
 	}
-	log.Info("docker engine ready", "version", e.cli.ClientVersion(), "swept", n)
+	log.Info("docker engine ready", "version", e.api.version, "swept", n)
 	return e, nil
 }
 
-// Close releases the engine's connections.
-func (e *Engine) Close() error { return e.cli.Close() }
-
-// Client is the engine's API client.
-func (e *Engine) Client() *client.Client { return e.cli }
+// Close releases the engine's idle connections.
+func (e *Engine) Close() error {
+	e.api.http.CloseIdleConnections()
+	return nil
+}
 
 // Env returns the environment of one job: a container of c.Image with
 // workspace (a directory of this machine) mounted at c.Workdir.
@@ -138,14 +133,14 @@ func (e *Engine) SweepOwners(ctx context.Context, prefix string, gone func(owner
 }
 
 func (e *Engine) sweep(ctx context.Context, match func(labels map[string]string) bool) (int, error) {
-	f := client.Filters{}.Add("label", LabelManaged+"=true")
-	cs, err := e.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f})
-	if err != nil {
+	f := labelFilter(LabelManaged + "=true")
+	var cs []labelled
+	if err := e.api.call(ctx, http.MethodGet, "/containers/json", url.Values{"all": {"1"}, "filters": {f}}, nil, &cs); err != nil {
 		return 0, fmt.Errorf("docker: sweep: %w", err)
 	}
 	n := 0
 	var errs []error
-	for _, c := range cs.Items {
+	for _, c := range cs {
 		if !match(c.Labels) {
 			continue
 		}
@@ -155,11 +150,11 @@ func (e *Engine) sweep(ctx context.Context, match func(labels map[string]string)
 		}
 		n++
 	}
-	vs, err := e.cli.VolumeList(ctx, client.VolumeListOptions{Filters: f})
-	if err != nil {
+	var vs struct{ Volumes []labelled }
+	if err := e.api.call(ctx, http.MethodGet, "/volumes", url.Values{"filters": {f}}, nil, &vs); err != nil {
 		return n, errors.Join(append(errs, fmt.Errorf("docker: sweep: %w", err))...)
 	}
-	for _, v := range vs.Items {
+	for _, v := range vs.Volumes {
 		if !match(v.Labels) {
 			continue
 		}
@@ -173,16 +168,16 @@ func (e *Engine) sweep(ctx context.Context, match func(labels map[string]string)
 }
 
 func (e *Engine) removeContainer(ctx context.Context, id string) error {
-	_, err := e.cli.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
-	if err != nil && !cerrdefs.IsNotFound(err) {
+	err := e.api.call(ctx, http.MethodDelete, "/containers/"+id, url.Values{"force": {"1"}, "v": {"1"}}, nil, nil)
+	if err != nil && !notFound(err) {
 		return fmt.Errorf("docker: remove container %.12s: %w", id, err)
 	}
 	return nil
 }
 
 func (e *Engine) removeVolume(ctx context.Context, name string) error {
-	_, err := e.cli.VolumeRemove(ctx, name, client.VolumeRemoveOptions{Force: true})
-	if err != nil && !cerrdefs.IsNotFound(err) {
+	err := e.api.call(ctx, http.MethodDelete, "/volumes/"+name, url.Values{"force": {"1"}}, nil, nil)
+	if err != nil && !notFound(err) {
 		return fmt.Errorf("docker: remove volume %s: %w", name, err)
 	}
 	return nil

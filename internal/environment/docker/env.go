@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,15 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	cerrdefs "github.com/containerd/errdefs"
-	"github.com/moby/moby/api/pkg/authconfig"
 	"github.com/moby/moby/api/pkg/stdcopy"
-	"github.com/moby/moby/api/types/container"
-	"github.com/moby/moby/api/types/mount"
-	"github.com/moby/moby/api/types/registry"
-	"github.com/moby/moby/client"
 
-	"github.com/oxide-ci/oxide/internal/jobspec"
 	"github.com/oxide-ci/oxide/internal/runner"
 	"github.com/oxide-ci/oxide/internal/spec"
 )
@@ -44,10 +39,10 @@ type Env struct {
 	workspace        string
 	registryPassword string
 
-	id      string                  // the container, set by Prepare
-	life    client.HijackedResponse // its stdin, held open until Cleanup
-	scratch string                  // a directory of this machine mounted at the same path
-	volumes []string                // volumes that Prepare created
+	id      string        // the container, set by Prepare
+	life    io.ReadCloser // its stdin, held open until Cleanup
+	scratch string        // a directory of this machine mounted at the same path
+	volumes []string      // volumes that Prepare created
 	seq     atomic.Uint64
 }
 
@@ -104,8 +99,8 @@ func (e *Env) Prepare(ctx context.Context) error {
 		}
 	}
 	hc.Mounts = append(hc.Mounts,
-		mount.Mount{Type: mount.TypeBind, Source: e.workspace, Target: e.Workdir()},
-		mount.Mount{Type: mount.TypeBind, Source: e.scratch, Target: e.scratch})
+		mount{Type: mountBind, Source: e.workspace, Target: e.Workdir()},
+		mount{Type: mountBind, Source: e.scratch, Target: e.scratch})
 	for _, v := range e.c.Volumes {
 		m, err := e.mount(ctx, v)
 		if err != nil {
@@ -113,24 +108,22 @@ func (e *Env) Prepare(ctx context.Context) error {
 		}
 		hc.Mounts = append(hc.Mounts, m)
 	}
-	cfg := &container.Config{
+	cfg := &containerConfig{
 		Image: e.c.Image, User: e.c.User, WorkingDir: e.Workdir(), Labels: e.engine.labels(e.jobID),
-		Entrypoint: keepAlive, OpenStdin: true, StdinOnce: true, AttachStdin: true,
+		Entrypoint: keepAlive, OpenStdin: true, StdinOnce: true, AttachStdin: true, HostConfig: hc,
 	}
 	if len(e.c.Entrypoint) > 0 {
 		cfg.Entrypoint, cfg.Cmd = e.c.Entrypoint, keepAlive
 	}
-	c, err := e.engine.cli.ContainerCreate(ctx, client.ContainerCreateOptions{Config: cfg, HostConfig: hc})
-	if err != nil {
+	var c idResponse
+	if err := e.engine.api.call(ctx, http.MethodPost, "/containers/create", nil, cfg, &c); err != nil {
 		return fmt.Errorf("docker: create a container of %s: %w", e.c.Image, err)
 	}
 	e.id = c.ID
-	att, err := e.engine.cli.ContainerAttach(context.WithoutCancel(ctx), e.id, client.ContainerAttachOptions{Stream: true, Stdin: true})
-	if err != nil {
+	if e.life, err = e.engine.api.hijack(context.WithoutCancel(ctx), "/containers/"+e.id+"/attach", url.Values{"stream": {"1"}, "stdin": {"1"}}, nil); err != nil {
 		return fmt.Errorf("docker: attach to a container of %s: %w", e.c.Image, err)
 	}
-	e.life = att.HijackedResponse
-	if _, err := e.engine.cli.ContainerStart(ctx, e.id, client.ContainerStartOptions{}); err != nil {
+	if err := e.engine.api.call(ctx, http.MethodPost, "/containers/"+e.id+"/start", nil, nil, nil); err != nil {
 		return fmt.Errorf("docker: start a container of %s: %w", e.c.Image, err)
 	}
 	return nil
@@ -140,11 +133,16 @@ func (e *Env) Prepare(ctx context.Context) error {
 // no longer running, that it exited, with its exit code, its last output
 // and what the image needs to stay up.
 func (e *Env) execFailed(ctx context.Context, err error) error {
-	in, ierr := e.engine.cli.ContainerInspect(ctx, e.id, client.ContainerInspectOptions{})
-	if ierr != nil || in.Container.State == nil || in.Container.State.Running {
+	var in struct {
+		State *struct {
+			Running  bool
+			ExitCode int
+		}
+	}
+	if ierr := e.engine.api.call(ctx, http.MethodGet, "/containers/"+e.id+"/json", nil, nil, &in); ierr != nil || in.State == nil || in.State.Running {
 		return fmt.Errorf("docker: exec in %.12s: %w", e.id, err)
 	}
-	msg := fmt.Sprintf("docker: the container of %s exited with code %d before its steps could run", e.c.Image, in.Container.State.ExitCode)
+	msg := fmt.Sprintf("docker: the container of %s exited with code %d before its steps could run", e.c.Image, in.State.ExitCode)
 	if out := e.lastOutput(ctx); out != "" {
 		msg += " (its last output: " + out + ")"
 	}
@@ -157,13 +155,13 @@ func (e *Env) execFailed(ctx context.Context, err error) error {
 // lastOutput is the container's last lines of output, joined, at most 400
 // bytes.
 func (e *Env) lastOutput(ctx context.Context) string {
-	logs, err := e.engine.cli.ContainerLogs(ctx, e.id, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true, Tail: "5"})
+	resp, err := e.engine.api.do(ctx, http.MethodGet, "/containers/"+e.id+"/logs", url.Values{"stdout": {"1"}, "stderr": {"1"}, "tail": {"5"}}, nil, nil)
 	if err != nil {
 		return ""
 	}
-	defer logs.Close()
+	defer resp.Body.Close()
 	var out bytes.Buffer
-	stdcopy.StdCopy(&out, &out, io.LimitReader(logs, 64<<10))
+	stdcopy.StdCopy(&out, &out, io.LimitReader(resp.Body, 64<<10))
 	var lines []string
 	for l := range strings.Lines(out.String()) {
 		if l = strings.TrimSpace(l); l != "" {
@@ -178,26 +176,26 @@ func (e *Env) lastOutput(ctx context.Context) string {
 }
 
 // hostConfig maps the pipeline's network, privileges and resources.
-func (e *Env) hostConfig() (*container.HostConfig, error) {
+func (e *Env) hostConfig() (*hostConfig, error) {
 	init := true // reaps the steps' orphans and forwards signals
-	hc := &container.HostConfig{Init: &init, Privileged: e.c.Privileged, CapAdd: e.c.Capabilities}
+	hc := &hostConfig{Init: &init, Privileged: e.c.Privileged, CapAdd: e.c.Capabilities}
 	switch n := e.c.Network; n {
 	case "", "bridge":
 		hc.NetworkMode = "bridge"
 	default: // host, none, or a network of the engine's
-		hc.NetworkMode = container.NetworkMode(n)
+		hc.NetworkMode = n
 	}
 	if r := e.c.Resources; r != nil {
-		cpu, err := jobspec.ParseCPU(r.CPU)
+		cpu, err := spec.ParseCPU(r.CPU)
 		if err != nil {
 			return nil, fmt.Errorf("docker: resources.cpu %q: %w", r.CPU, err)
 		}
 		hc.NanoCPUs = int64(cpu * 1e9)
-		if hc.Memory, err = jobspec.ParseMemory(r.Memory); err != nil {
+		if hc.Memory, err = spec.ParseMemory(r.Memory); err != nil {
 			return nil, fmt.Errorf("docker: resources.memory: %w", err)
 		}
 		if r.GPU != nil && r.GPU.Count != 0 {
-			hc.DeviceRequests = []container.DeviceRequest{{Count: r.GPU.Count, Capabilities: [][]string{{"gpu"}}}}
+			hc.DeviceRequests = []deviceRequest{{Count: r.GPU.Count, Capabilities: [][]string{{"gpu"}}}}
 		}
 	}
 	return hc, nil
@@ -206,32 +204,33 @@ func (e *Env) hostConfig() (*container.HostConfig, error) {
 // mount maps a pipeline volume. A named volume that does not exist is
 // created for the job and removed with it; a cache volume is kept for the
 // jobs that follow.
-func (e *Env) mount(ctx context.Context, v spec.Volume) (mount.Mount, error) {
-	m := mount.Mount{Target: v.Target, ReadOnly: v.ReadOnly}
+func (e *Env) mount(ctx context.Context, v spec.Volume) (mount, error) {
+	m := mount{Target: v.Target, ReadOnly: v.ReadOnly}
 	switch v.Type {
 	case "", "bind":
-		m.Type, m.Source = mount.TypeBind, v.Source
+		m.Type, m.Source = mountBind, v.Source
 		if !filepath.IsAbs(m.Source) {
 			m.Source = filepath.Join(e.workspace, m.Source)
 		}
 	case "tmpfs":
-		m.Type = mount.TypeTmpfs
+		m.Type = mountTmpfs
 	case "volume":
-		m.Type, m.Source = mount.TypeVolume, v.Source
+		m.Type, m.Source = mountVolume, v.Source
 		if v.Source == "" {
 			break // anonymous: removed with the container
 		}
-		if _, err := e.engine.cli.VolumeInspect(ctx, v.Source, client.VolumeInspectOptions{}); err == nil {
+		if err := e.engine.api.call(ctx, http.MethodGet, "/volumes/"+v.Source, nil, nil, nil); err == nil {
 			break // someone else's: used, kept
-		} else if !cerrdefs.IsNotFound(err) {
+		} else if !notFound(err) {
 			return m, fmt.Errorf("docker: volume %s: %w", v.Source, err)
 		}
-		if _, err := e.engine.cli.VolumeCreate(ctx, client.VolumeCreateOptions{Name: v.Source, Labels: e.engine.labels(e.jobID)}); err != nil {
+		vol := map[string]any{"Name": v.Source, "Labels": e.engine.labels(e.jobID)}
+		if err := e.engine.api.call(ctx, http.MethodPost, "/volumes/create", nil, vol, nil); err != nil {
 			return m, fmt.Errorf("docker: create volume %s: %w", v.Source, err)
 		}
 		e.volumes = append(e.volumes, v.Source)
 	case "cache":
-		m.Type, m.Source = mount.TypeVolume, "oxide-cache-"+v.Source
+		m.Type, m.Source = mountVolume, "oxide-cache-"+v.Source
 	default:
 		return m, fmt.Errorf("docker: volume %s: unknown type %q (want bind, volume, tmpfs or cache)", v.Target, v.Type)
 	}
@@ -241,24 +240,21 @@ func (e *Env) mount(ctx context.Context, v spec.Volume) (mount.Mount, error) {
 // pullIfMissing pulls the image unless the engine has it.
 func (e *Env) pullIfMissing(ctx context.Context) error {
 	image := e.c.Image
-	_, err := e.engine.cli.ImageInspect(ctx, image)
+	err := e.engine.api.call(ctx, http.MethodGet, "/images/"+image+"/json", nil, nil, nil)
 	if err == nil {
 		return nil
 	}
-	if !cerrdefs.IsNotFound(err) {
+	if !notFound(err) {
 		return fmt.Errorf("docker: inspect image %s: %w", image, err)
 	}
-	opts := client.ImagePullOptions{}
+	h := http.Header{}
 	if r := e.c.Registry; r != nil && (r.Username != "" || e.registryPassword != "") {
-		if opts.RegistryAuth, err = authconfig.Encode(registry.AuthConfig{
-			Username: r.Username, Password: e.registryPassword, ServerAddress: r.URL,
-		}); err != nil {
-			return fmt.Errorf("docker: registry credentials: %w", err)
-		}
+		h.Set("X-Registry-Auth", registryAuth(r.Username, e.registryPassword, r.URL))
 	}
-	resp, err := e.engine.cli.ImagePull(ctx, image, opts)
+	resp, err := e.engine.api.do(ctx, http.MethodPost, "/images/create", pullQuery(image), nil, h)
 	if err == nil {
-		err = resp.Wait(ctx)
+		err = pullResult(resp.Body)
+		resp.Body.Close()
 	}
 	if err != nil {
 		return fmt.Errorf("image %s is not on this machine and could not be pulled: %w", image, err)
@@ -295,21 +291,21 @@ func (e *Env) Exec(ctx context.Context, cmd runner.Command) (int, error) {
 
 	// The API calls outlive ctx: a cancelled step is stopped by signals.
 	api := context.WithoutCancel(ctx)
-	ex, err := e.engine.cli.ExecCreate(api, e.id, client.ExecCreateOptions{
+	var ex idResponse
+	if err := e.engine.api.call(api, http.MethodPost, "/containers/"+e.id+"/exec", nil, execConfig{
 		User: e.c.User, Env: e.inside(cmd.Env), WorkingDir: e.insidePath(cmd.Dir),
 		Cmd: []string{"/bin/sh", "-c", launch}, AttachStdout: true, AttachStderr: true,
-	})
-	if err != nil {
+	}, &ex); err != nil {
 		return -1, e.execFailed(api, err)
 	}
-	att, err := e.engine.cli.ExecAttach(api, ex.ID, client.ExecAttachOptions{})
+	att, err := e.engine.api.hijack(api, "/exec/"+ex.ID+"/start", nil, execStart{})
 	if err != nil {
 		return -1, fmt.Errorf("docker: exec in %.12s: %w", e.id, err)
 	}
 	defer att.Close()
 	copied := make(chan struct{})
 	go func() {
-		stdcopy.StdCopy(cmd.Stdout, cmd.Stderr, att.Reader)
+		stdcopy.StdCopy(cmd.Stdout, cmd.Stderr, att)
 		close(copied)
 	}()
 	exited := st.exited(copied)
@@ -397,17 +393,18 @@ func (e *Env) signal(ctx context.Context, pidFile, sig string) {
 	b, err := os.ReadFile(pidFile)
 	if pid, _ := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 {
 		p := strconv.Itoa(pid)
-		ex, err := e.engine.cli.ExecCreate(ctx, e.id, client.ExecCreateOptions{
+		var ex idResponse
+		err := e.engine.api.call(ctx, http.MethodPost, "/containers/"+e.id+"/exec", nil, execConfig{
 			User: "0", Cmd: []string{"/bin/sh", "-c", "kill -" + sig + " -" + p + " || kill -" + sig + " " + p},
-		})
+		}, &ex)
 		if err == nil {
-			_, err = e.engine.cli.ExecStart(ctx, ex.ID, client.ExecStartOptions{Detach: true})
+			err = e.engine.api.call(ctx, http.MethodPost, "/exec/"+ex.ID+"/start", nil, execStart{Detach: true}, nil)
 		}
-		if err == nil || cerrdefs.IsNotFound(err) || cerrdefs.IsConflict(err) {
+		if err == nil || notFound(err) || conflict(err) {
 			return // sent; or the container is gone or stopping, and the step with it
 		}
 	}
-	e.engine.cli.ContainerKill(ctx, e.id, client.ContainerKillOptions{Signal: sig})
+	e.engine.api.call(ctx, http.MethodPost, "/containers/"+e.id+"/kill", url.Values{"signal": {sig}}, nil, nil)
 }
 
 // exitCode is the step's shell's exit code, from its exit file, else
@@ -419,8 +416,11 @@ func (e *Env) exitCode(ctx context.Context, execID string, st stepFiles) (int, e
 		}
 	}
 	for delay := time.Millisecond; ; delay = min(2*delay, 100*time.Millisecond) {
-		r, err := e.engine.cli.ExecInspect(ctx, execID, client.ExecInspectOptions{})
-		if err != nil {
+		var r struct {
+			Running  bool
+			ExitCode int
+		}
+		if err := e.engine.api.call(ctx, http.MethodGet, "/exec/"+execID+"/json", nil, nil, &r); err != nil {
 			return -1, fmt.Errorf("docker: exec result: %w", err)
 		}
 		if !r.Running {
@@ -479,9 +479,9 @@ func (e *Env) inside(env []string) []string {
 // when Prepare failed.
 func (e *Env) Cleanup(ctx context.Context) error {
 	var errs []error
-	if e.life.Conn != nil {
+	if e.life != nil {
 		e.life.Close()
-		e.life = client.HijackedResponse{}
+		e.life = nil
 	}
 	if e.id != "" {
 		errs = append(errs, e.engine.removeContainer(ctx, e.id))

@@ -65,6 +65,21 @@ type Provider struct {
 
 var _ provider.Provider = (*Provider)(nil)
 
+// Connect returns a client of the engine that DOCKER_HOST (or the default
+// socket) names, at the API version both sides speak. It fails when no
+// engine answers.
+func Connect(ctx context.Context) (*client.Client, error) {
+	cli, err := client.New(client.FromEnv)
+	if err != nil {
+		return nil, fmt.Errorf("docker: %w", err)
+	}
+	if _, err := cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
+		cli.Close()
+		return nil, fmt.Errorf("docker: no engine answers: %w", err)
+	}
+	return cli, nil
+}
+
 // New returns a Provider of workers on the engine of cli, which should
 // have negotiated its API version.
 func New(cli *client.Client, cfg Config) *Provider {
