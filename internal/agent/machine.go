@@ -8,7 +8,7 @@ import (
 	"runtime"
 	"strconv"
 
-	"github.com/oxide-ci/oxide/internal/jobspec"
+	"github.com/oxide-ci/oxide/internal/spec"
 )
 
 // machine is what the agent reports it has for jobs, in its Hello: the
@@ -25,14 +25,14 @@ func measure(cfg Config) (machine, error) {
 	m := machine{cpuMillis: int64(runtime.NumCPU()) * 1000, gpus: gpus()}
 	_, m.memory = memory()
 	if cfg.CPUs != "" {
-		c, err := jobspec.ParseCPU(cfg.CPUs)
+		c, err := spec.ParseCPU(cfg.CPUs)
 		if err != nil || c < 0 || math.IsInf(c, 0) || math.IsNaN(c) {
 			return m, fmt.Errorf("CPUs %q: want a number of cores (\"2\", \"0.5\") or millicores (\"500m\")", cfg.CPUs)
 		}
 		m.cpuMillis = int64(math.Round(c * 1000))
 	}
 	if cfg.Memory != "" {
-		b, err := jobspec.ParseMemory(cfg.Memory)
+		b, err := spec.ParseMemory(cfg.Memory)
 		if err != nil || b < 0 {
 			return m, fmt.Errorf("memory %q: want a size like \"512Mi\" or \"16Gi\"", cfg.Memory)
 		}

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/oxide-ci/oxide/internal/jobspec"
+	"github.com/oxide-ci/oxide/internal/spec"
 	"github.com/oxide-ci/oxide/internal/store"
 )
 
@@ -91,11 +92,11 @@ func (s *Service) need(ctx context.Context, j store.Job) (Need, error) {
 
 // resources reads the quantities of a job's spec.
 func resources(cpu, memory string, gpus int) (Resources, error) {
-	c, err := jobspec.ParseCPU(cpu)
+	c, err := spec.ParseCPU(cpu)
 	if err != nil {
 		return Resources{}, fmt.Errorf("cpu %q: %w", cpu, err)
 	}
-	m, err := jobspec.ParseMemory(memory)
+	m, err := spec.ParseMemory(memory)
 	if err != nil {
 		return Resources{}, err
 	}
