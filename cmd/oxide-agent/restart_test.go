@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -48,7 +47,7 @@ func TestServerRestart(t *testing.T) {
 	var cfg server.Config
 	cfg.Flags(pflag.NewFlagSet("test", pflag.ContinueOnError))
 	cfg.DataDir = t.TempDir()
-	cfg.HTTPAddr, cfg.GRPCAddr = freeAddr(t), freeAddr(t) // the same for both servers
+	cfg.HTTPAddr, cfg.GRPCAddr = testkit.FreeAddr(t), testkit.FreeAddr(t) // the same for both servers
 	cfg.Agents = 0
 	cfg.AgentTimeout = 10 * time.Second
 	logs := &syncBuffer{}
@@ -133,17 +132,6 @@ func TestServerRestart(t *testing.T) {
 			t.Fatalf("line %d: seq %#x %q, want seq %#x %q", i, l.Seq, l.Text, 1<<32+int64(i+1), want[i])
 		}
 	}
-}
-
-// freeAddr returns a loopback address that was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // runningServer is server.Run in this process.

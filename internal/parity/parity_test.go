@@ -141,7 +141,7 @@ func TestParity(t *testing.T) {
 				dsn = func() string { return pgtest.DSN(t) }
 			}
 			own := startServer(t, admin, dsn(), 1, "")
-			remote := startServer(t, admin, dsn(), 0, freeAddr(t))
+			remote := startServer(t, admin, dsn(), 0, testkit.FreeAddr(t))
 			startAgent(t, remote)
 			for name, srv := range map[string]*testServer{"server worker": own, "agent": remote} {
 				t.Run(name, func(t *testing.T) {

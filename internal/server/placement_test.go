@@ -1,7 +1,6 @@
 package server
 
 import (
-	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -21,7 +20,7 @@ import (
 func TestPlacementEndToEnd(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Agents = 0
-	cfg.GRPCAddr = freeAddr(t)
+	cfg.GRPCAddr = testkit.FreeAddr(t)
 	s := startServer(t, cfg)
 
 	startAgent(t, s, "small", "--cpus", "2", "--memory", "4Gi", "--gpus", "0")
@@ -102,17 +101,6 @@ func TestPlacementEndToEnd(t *testing.T) {
 	if j := get(arm); j.State != "queued" || j.WaitingReason == "" {
 		t.Errorf("the s390x job: %+v", j)
 	}
-}
-
-// freeAddr returns a loopback address with a port free at the call.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // startAgent starts a real agent (this test binary as oxide-agent) with a

@@ -689,13 +689,11 @@ func TestHelloMachine(t *testing.T) {
 	h := hello(2)
 	h.CpuMillis, h.MemoryBytes, h.Gpus, h.Os, h.Arch = 16000, 64<<30, 2, "linux", "arm64"
 	b.connect(t, id, h)
-	a, err := b.store.Agents().Get(context.Background(), id.id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if a.CPUMillis != 16000 || a.MemoryBytes != 64<<30 || a.GPUs != 2 || a.Arch != "arm64" || a.Capacity != 2 {
-		t.Errorf("stored %+v", a)
-	}
+	var a store.Agent
+	testkit.Until(t, 10*time.Second, func() (bool, string) { // the session stores the Hello after the stream opened
+		a, _ = b.store.Agents().Get(context.Background(), id.id)
+		return a.CPUMillis == 16000 && a.MemoryBytes == 64<<30 && a.GPUs == 2 && a.Arch == "arm64" && a.Capacity == 2, fmt.Sprintf("stored %+v", a)
+	})
 	bad := hello(1)
 	bad.Gpus = -1
 	a2 := b.open(t, &id.cert)
