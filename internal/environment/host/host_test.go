@@ -138,7 +138,7 @@ func TestCancelKillsTheGroup(t *testing.T) {
 		defer close(done)
 		code, err = env.Exec(ctx, runner.Command{Script: "sleep 30 & echo $! > " + pidFile + "; wait", Dir: dir, Stdout: &out})
 	}()
-	testkit.WaitFor(t, 5*time.Second, "pid file", func() bool { _, err := os.Stat(pidFile); return err == nil })
+	testkit.WaitFor(t, 5*time.Second, "pid file", func() bool { b, _ := os.ReadFile(pidFile); return bytes.HasSuffix(b, []byte("\n")) }) // written whole
 	pid := readPid(t, pidFile)
 	cancel(errCause)
 	select {
