@@ -1,6 +1,6 @@
 // Command throughput measures the control plane at scale:
 //
-//	go run ./bench/throughput [-n 5000] [-agents 4] [-concurrency 4] [-sim 1000]
+//	go run ./bench/throughput [-n 5000] [-agents 4] [-concurrency 4] [-sim 1000] [-cpuprofile FILE]
 //
 // Job throughput: no-op jobs (`true`, on the host) go server → agents →
 // completion. The server runs in this process (server.Run, no agent of
@@ -59,6 +59,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"syscall"
@@ -88,8 +89,21 @@ func main() {
 	agents := flag.Int("agents", 4, "oxide-agent processes")
 	concurrency := flag.Int("concurrency", 4, "slots of each oxide-agent")
 	sim := flag.Int("sim", 1000, "simulated agents connected for the memory figure (0: skip)")
+	cpuProfile := flag.String("cpuprofile", "", "write this process's CPU profile (the server's, the API clients') to `FILE`")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench/throughput:", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if err := run(*n, *agents, *concurrency, *sim); err != nil {
+		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "bench/throughput:", err)
 		os.Exit(1)
 	}

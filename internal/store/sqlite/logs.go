@@ -3,10 +3,11 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"github.com/oxide-ci/oxide/internal/store/internal/logchunk"
 	"math"
 	"sync"
 	"time"
+
+	"github.com/oxide-ci/oxide/internal/store/internal/logchunk"
 
 	"github.com/oxide-ci/oxide/internal/store"
 )
@@ -17,8 +18,8 @@ import (
 // cover disjoint ranges of Seq: [first_seq, last_seq].
 type logs struct{ *conn }
 
-// The statements of Logs, kept prepared (logStmts): parsing one costs about
-// as much as running it.
+// The statements of Logs (prepared once, as all, by the stmtCache):
+// parsing one costs about as much as running it.
 const (
 	// sqlAppendChunk inserts a chunk if its lines follow the job's last
 	// ones, as they usually do.
@@ -38,23 +39,15 @@ func (t logs) Append(ctx context.Context, jobID string, lines []store.LogLine) (
 		return 0, nil
 	}
 	lines = logchunk.BySeq(lines)
-	if t.tx == nil {
-		// Now, not in the transaction, which holds the writer's one
-		// connection.
-		if err := t.s.logStmts.prepare(ctx, t.s.w); err != nil {
-			return 0, mapErr(err)
-		}
-	}
 	err = t.write(ctx, func(q querier, now time.Time) error {
-		st := stmts{tx: q.(*sql.Tx), c: &t.s.logStmts}
 		// The usual case: lines that follow the job's last ones. (The
 		// INSERT finds out whether the job exists.)
-		ok, err := insertChunks(ctx, st, jobID, lines, now, true)
+		ok, err := insertChunks(ctx, q, jobID, lines, now, true)
 		if err != nil || ok {
 			n = len(lines)
 			return err
 		}
-		n, err = merge(ctx, st, jobID, lines, now)
+		n, err = merge(ctx, q, jobID, lines, now)
 		return err
 	})
 	if err != nil {
@@ -66,9 +59,9 @@ func (t logs) Append(ctx context.Context, jobID string, lines []store.LogLine) (
 // merge stores those of lines (by Seq, unique) that the job's chunks lack, by
 // rewriting the chunks that overlap them, and returns how many it stored: an
 // agent resending lines after a reconnect, or lines that fill a gap.
-func merge(ctx context.Context, st stmts, jobID string, lines []store.LogLine, now time.Time) (int, error) {
+func merge(ctx context.Context, q querier, jobID string, lines []store.LogLine, now time.Time) (int, error) {
 	lo, hi := lines[0].Seq, lines[len(lines)-1].Seq
-	rows, err := st.query(ctx, sqlChunksFrom, jobID, lo)
+	rows, err := q.QueryContext(ctx, sqlChunksFrom, jobID, lo)
 	if err != nil {
 		return 0, err
 	}
@@ -106,18 +99,18 @@ func merge(ctx context.Context, st stmts, jobID string, lines []store.LogLine, n
 		return 0, nil
 	}
 	for _, first := range firsts {
-		if _, err := st.exec(ctx, sqlDeleteChunk, jobID, first); err != nil {
+		if _, err := execN(ctx, q, sqlDeleteChunk, jobID, first); err != nil {
 			return 0, err
 		}
 	}
-	_, err = insertChunks(ctx, st, jobID, merged, now, false)
+	_, err = insertChunks(ctx, q, jobID, merged, now, false)
 	return n, err
 }
 
 // insertChunks stores lines (by Seq, unique), stamping those without a Time
 // with now. If after, only if they follow the job's last lines: ok reports
 // whether they did.
-func insertChunks(ctx context.Context, st stmts, jobID string, lines []store.LogLine, now time.Time, after bool) (ok bool, err error) {
+func insertChunks(ctx context.Context, q querier, jobID string, lines []store.LogLine, now time.Time, after bool) (ok bool, err error) {
 	w := chunkWriters.Get().(*logchunk.Writer)
 	defer chunkWriters.Put(w)
 	w.Reset()
@@ -127,7 +120,7 @@ func insertChunks(ctx context.Context, st stmts, jobID string, lines []store.Log
 		if after {
 			query, after = sqlAppendChunk, false
 		}
-		k, err := st.exec(ctx, query, jobID, w.First, w.Last, w.Chunk())
+		k, err := execN(ctx, q, query, jobID, w.First, w.Last, w.Chunk())
 		ok = ok && k == 1
 		w.Reset()
 		return err
@@ -157,16 +150,7 @@ func (t logs) Read(ctx context.Context, jobID string, after int64, limit int) (l
 		return nil, nil
 	}
 	err = t.read(func(q querier) error {
-		var rows *sql.Rows
-		var err error
-		if t.tx != nil {
-			rows, err = t.tx.QueryContext(ctx, sqlChunksFrom, jobID, after)
-		} else {
-			var st *sql.Stmt
-			if st, err = t.s.logStmts.readerStmt(ctx, t.s.r); err == nil {
-				rows, err = st.QueryContext(ctx, jobID, after)
-			}
-		}
+		rows, err := q.QueryContext(ctx, sqlChunksFrom, jobID, after)
 		if err != nil {
 			return err
 		}
@@ -186,99 +170,11 @@ func (t logs) Read(ctx context.Context, jobID string, after int64, limit int) (l
 	return ls, err
 }
 
-// logStmts holds the statements of Logs: those of Append prepared on the
-// writer, the reader's on the read pool.
-type logStmts struct {
-	mu     sync.Mutex
-	w      map[string]*sql.Stmt
-	reader *sql.Stmt
-}
-
-// prepare prepares Append's statements on db, if not yet done.
-func (c *logStmts) prepare(ctx context.Context, db *sql.DB) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.w != nil {
-		return nil
-	}
-	w := map[string]*sql.Stmt{}
-	for _, q := range []string{sqlAppendChunk, sqlInsertChunk, sqlChunksFrom, sqlDeleteChunk} {
-		st, err := db.PrepareContext(ctx, q)
-		if err != nil {
-			for _, st := range w {
-				st.Close()
-			}
-			return err
-		}
-		w[q] = st
-	}
-	c.w = w
-	return nil
-}
-
-// readerStmt returns Read's statement, prepared on db.
-func (c *logStmts) readerStmt(ctx context.Context, db *sql.DB) (*sql.Stmt, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.reader == nil {
-		st, err := db.PrepareContext(ctx, sqlChunksFrom)
-		if err != nil {
-			return nil, err
-		}
-		c.reader = st
-	}
-	return c.reader, nil
-}
-
-// close closes the statements.
-func (c *logStmts) close() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, st := range c.w {
-		st.Close()
-	}
-	if c.reader != nil {
-		c.reader.Close()
-	}
-	c.w, c.reader = nil, nil
-}
-
-// stmts gives Append's statements in transaction tx.
-type stmts struct {
-	tx *sql.Tx
-	c  *logStmts
-}
-
-// get returns query in tx: the prepared statement, or, inside InTx before
-// any Append outside it prepared them, one prepared now (closed with tx).
-func (s stmts) get(ctx context.Context, query string) (*sql.Stmt, error) {
-	s.c.mu.Lock()
-	st := s.c.w[query]
-	s.c.mu.Unlock()
-	if st == nil {
-		return s.tx.PrepareContext(ctx, query)
-	}
-	return s.tx.StmtContext(ctx, st), nil
-}
-
-// exec runs query in tx and returns the number of rows it changed.
-func (s stmts) exec(ctx context.Context, query string, args ...any) (int64, error) {
-	st, err := s.get(ctx, query)
-	if err != nil {
-		return 0, err
-	}
-	res, err := st.ExecContext(ctx, args...)
+// execN runs query and returns the number of rows it changed.
+func execN(ctx context.Context, q querier, query string, args ...any) (int64, error) {
+	res, err := q.ExecContext(ctx, query, args...)
 	if err != nil {
 		return 0, err
 	}
 	return res.RowsAffected()
-}
-
-// query runs query in tx.
-func (s stmts) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	st, err := s.get(ctx, query)
-	if err != nil {
-		return nil, err
-	}
-	return st.QueryContext(ctx, args...)
 }

@@ -33,9 +33,9 @@ var migrations embed.FS
 type Store struct {
 	w *sql.DB // one connection: all writes
 	r *sql.DB // read-only connections
+	// Their prepared statements.
+	ws, rs *stmtCache
 	conn
-
-	logStmts logStmts // the statements of Logs, prepared (logs.go)
 }
 
 var _ store.Store = (*Store)(nil)
@@ -68,12 +68,14 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("sqlite: %w", err)
 	}
 	s.r.SetMaxOpenConns(max(4, runtime.GOMAXPROCS(0)))
+	s.ws, s.rs = newStmtCache(s.w), newStmtCache(s.r)
 	return s, nil
 }
 
 // Close closes the database.
 func (s *Store) Close() error {
-	s.logStmts.close()
+	s.ws.close()
+	s.rs.close()
 	return errors.Join(s.r.Close(), s.w.Close())
 }
 
@@ -83,6 +85,7 @@ func (s *Store) InTx(ctx context.Context, fn func(store.Tx) error) error {
 	if err != nil {
 		return mapErr(err)
 	}
+	defer s.ws.prepareWanted(context.WithoutCancel(ctx))
 	if err := fn(&conn{s: s, tx: tx}); err != nil {
 		_ = tx.Rollback()
 		return err
@@ -180,9 +183,9 @@ func (c *conn) Outbox() store.Outbox                   { return outbox{c} }
 // read runs fn on the open transaction, or on the read pool.
 func (c *conn) read(fn func(q querier) error) error {
 	if c.tx != nil {
-		return mapErr(fn(c.tx))
+		return mapErr(fn(cachedTx{c.tx, c.s.ws}))
 	}
-	return mapErr(fn(c.s.r))
+	return mapErr(fn(cachedPool{c.s.rs}))
 }
 
 // write runs fn atomically, given the time to stamp rows with: in a
@@ -193,7 +196,7 @@ func (c *conn) write(ctx context.Context, fn func(q querier, now time.Time) erro
 		if _, err := c.tx.ExecContext(ctx, `SAVEPOINT method`); err != nil {
 			return mapErr(err)
 		}
-		if err := fn(c.tx, now()); err != nil {
+		if err := fn(cachedTx{c.tx, c.s.ws}, now()); err != nil {
 			ctx := context.WithoutCancel(ctx)
 			_, _ = c.tx.ExecContext(ctx, `ROLLBACK TO method`)
 			_, _ = c.tx.ExecContext(ctx, `RELEASE method`)
@@ -206,7 +209,8 @@ func (c *conn) write(ctx context.Context, fn func(q querier, now time.Time) erro
 	if err != nil {
 		return mapErr(err)
 	}
-	if err := fn(tx, now()); err != nil {
+	defer c.s.ws.prepareWanted(context.WithoutCancel(ctx))
+	if err := fn(cachedTx{tx, c.s.ws}, now()); err != nil {
 		_ = tx.Rollback()
 		return mapErr(err)
 	}
