@@ -351,7 +351,14 @@ func waitSucceeded(ctx context.Context, st store.Store, n int, procs []*agentPro
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%d of %d jobs succeeded after 2 minutes", done, n)
 		}
-		time.Sleep(10 * time.Millisecond)
+		// Counting scans the jobs: often only near the end, so that the
+		// polling costs little of this process's CPU (it was 12% of the
+		// server's figure at every 10 ms).
+		if done < n*19/20 {
+			time.Sleep(100 * time.Millisecond)
+		} else {
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
 }
 
