@@ -3,10 +3,12 @@ package postgres
 import (
 	"cmp"
 	"context"
-	"github.com/oxide-ci/oxide/internal/store/internal/logchunk"
+	"fmt"
 	"math"
 	"sync"
 	"time"
+
+	"github.com/oxide-ci/oxide/internal/store/internal/logchunk"
 
 	"github.com/jackc/pgx/v5"
 
@@ -105,11 +107,11 @@ func (t logs) Append(ctx context.Context, jobID string, lines []store.LogLine) (
 // appendChunk stores c, in a transaction of its own, if its lines follow the
 // job's last ones, and reports whether they did.
 func (t logs) appendChunk(ctx context.Context, jobID string, c encoded) (ok bool, err error) {
-	pc, err := t.s.pool.acquire(ctx)
+	pc, err := t.s.pool.Acquire(ctx)
 	if err != nil {
-		return false, err
+		return false, fmt.Errorf("postgres: %w", err)
 	}
-	defer t.s.pool.release(pc)
+	defer pc.Release()
 	b := &pgx.Batch{}
 	b.Queue(`BEGIN`)
 	b.Queue(sqlLockJob, jobID)
@@ -128,7 +130,7 @@ func (t logs) appendChunk(ctx context.Context, jobID string, c encoded) (ok bool
 		}
 	}
 	if err = cmp.Or(err, br.Close()); err != nil {
-		if !pc.IsClosed() && pc.PgConn().TxStatus() != 'I' {
+		if c := pc.Conn(); !c.IsClosed() && c.PgConn().TxStatus() != 'I' {
 			_, _ = pc.Exec(context.WithoutCancel(ctx), `ROLLBACK`)
 		}
 		return false, err

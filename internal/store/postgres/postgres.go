@@ -12,14 +12,12 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"runtime"
-	"strconv"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/oxide-ci/oxide/internal/store"
 	"github.com/oxide-ci/oxide/internal/store/internal/schema"
@@ -30,29 +28,31 @@ var migrations embed.FS
 
 // Store is a PostgreSQL database. It implements store.Store.
 type Store struct {
-	pool *pool
+	pool *pgxpool.Pool
 	conn
 }
 
 var _ store.Store = (*Store)(nil)
 
 // Open connects to the database at dsn (a libpq URL or key=value string,
-// with pgx's extensions; pool_max_conns sets the number of connections,
-// default max(4, GOMAXPROCS)) and migrates its schema. Tables live in the
+// with pgx's extensions; pgxpool's pool_max_conns sets the number of
+// connections, default max(4, the number of CPUs)) and migrates its schema. Tables live in the
 // first schema of the search_path, which dsn may set (search_path=NAME).
 func Open(ctx context.Context, dsn string) (*Store, error) {
-	cfg, err := pgx.ParseConfig(dsn)
+	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	size := max(4, runtime.GOMAXPROCS(0))
-	if v, ok := cfg.RuntimeParams["pool_max_conns"]; ok {
-		delete(cfg.RuntimeParams, "pool_max_conns")
-		if size, err = strconv.Atoi(v); err != nil || size < 1 {
-			return nil, fmt.Errorf("postgres: pool_max_conns=%q: want a positive number", v)
-		}
+	cfg.AfterConnect = func(_ context.Context, c *pgx.Conn) error {
+		// Times come back in UTC, whatever the session's time zone.
+		c.TypeMap().RegisterType(&pgtype.Type{Name: "timestamptz", OID: pgtype.TimestamptzOID, Codec: &pgtype.TimestamptzCodec{ScanLocation: time.UTC}})
+		return nil
 	}
-	s := &Store{pool: newPool(cfg, size)}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	s := &Store{pool: pool}
 	s.conn = conn{s: s}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
@@ -61,20 +61,15 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	return s, nil
 }
 
-// Close closes the connections; those in use close when released.
+// Close closes the connections, once those in use are released.
 func (s *Store) Close() error {
-	s.pool.close()
+	s.pool.Close()
 	return nil
 }
 
 // InTx implements store.Store.
 func (s *Store) InTx(ctx context.Context, fn func(store.Tx) error) error {
-	pc, err := s.pool.acquire(ctx)
-	if err != nil {
-		return err
-	}
-	defer s.pool.release(pc)
-	tx, err := pc.Begin(ctx)
+	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return mapErr(err)
 	}
@@ -93,11 +88,11 @@ func (s *Store) migrate(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	pc, err := s.pool.acquire(ctx)
+	pc, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("postgres: %w", err)
 	}
-	defer s.pool.release(pc)
+	defer pc.Release()
 	const key = `hashtextextended('oxide.migrate.' || current_schema(), 0)`
 	if _, err := pc.Exec(ctx, `SELECT pg_advisory_lock(`+key+`)`); err != nil {
 		return fmt.Errorf("postgres: migrate: %w", err)
@@ -172,12 +167,7 @@ func (c *conn) read(ctx context.Context, fn func(q querier) error) error {
 	if c.tx != nil {
 		return mapErr(fn(c.tx))
 	}
-	pc, err := c.s.pool.acquire(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.s.pool.release(pc)
-	return mapErr(fn(pc))
+	return mapErr(fn(c.s.pool))
 }
 
 // write runs fn atomically: in a savepoint of the open transaction, or in a
@@ -186,12 +176,7 @@ func (c *conn) write(ctx context.Context, fn func(q querier) error) error {
 	if c.tx != nil {
 		return mapErr(pgx.BeginFunc(ctx, c.tx, func(tx pgx.Tx) error { return fn(tx) }))
 	}
-	pc, err := c.s.pool.acquire(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.s.pool.release(pc)
-	return mapErr(pgx.BeginFunc(ctx, pc, func(tx pgx.Tx) error { return fn(tx) }))
+	return mapErr(pgx.BeginFunc(ctx, c.s.pool, func(tx pgx.Tx) error { return fn(tx) }))
 }
 
 // mapErr turns PostgreSQL's errors into the store's.
@@ -227,66 +212,4 @@ func missing(ctx context.Context, q querier, table, id string) error {
 		return store.ErrNotFound
 	}
 	return store.ErrConflict
-}
-
-// pool is a fixed-size pool of connections. (pgxpool would do, but needs
-// github.com/jackc/puddle/v2, which the module does not require.)
-type pool struct {
-	cfg    *pgx.ConnConfig
-	tokens chan struct{} // one per connection in use
-	idle   chan *pgx.Conn
-	mu     sync.Mutex
-	closed bool
-}
-
-func newPool(cfg *pgx.ConnConfig, size int) *pool {
-	return &pool{cfg: cfg, tokens: make(chan struct{}, size), idle: make(chan *pgx.Conn, size)}
-}
-
-func (p *pool) acquire(ctx context.Context) (*pgx.Conn, error) {
-	select {
-	case p.tokens <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	select {
-	case c := <-p.idle:
-		return c, nil
-	default:
-	}
-	c, err := pgx.ConnectConfig(ctx, p.cfg)
-	if err != nil {
-		<-p.tokens
-		return nil, fmt.Errorf("postgres: %w", err)
-	}
-	// Times come back in UTC, whatever the session's time zone.
-	c.TypeMap().RegisterType(&pgtype.Type{Name: "timestamptz", OID: pgtype.TimestamptzOID, Codec: &pgtype.TimestamptzCodec{ScanLocation: time.UTC}})
-	return c, nil
-}
-
-// release returns c to the pool, or closes it if it is broken, inside a
-// transaction, or the pool is closed.
-func (p *pool) release(c *pgx.Conn) {
-	defer func() { <-p.tokens }()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed || c.IsClosed() || c.PgConn().IsBusy() || c.PgConn().TxStatus() != 'I' {
-		c.Close(context.Background())
-		return
-	}
-	p.idle <- c // never blocks: idle holds at most size connections
-}
-
-func (p *pool) close() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.closed = true
-	for {
-		select {
-		case c := <-p.idle:
-			c.Close(context.Background())
-		default:
-			return
-		}
-	}
 }
