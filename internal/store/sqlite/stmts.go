@@ -12,7 +12,7 @@ const maxCachedStmts = 512
 
 // stmtCache keeps a prepared statement per query text on a pool: SQLite
 // spends longer parsing most of the store's statements than running them
-// (a quarter of the server's CPU per job in bench/throughput). On the
+// (a sixth of the server's CPU per job in bench/throughput). On the
 // writer, whose one connection an open transaction holds, a statement
 // missing from the cache is run unprepared and prepared once that
 // transaction has ended (prepareWanted).
